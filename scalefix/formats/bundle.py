@@ -1,0 +1,157 @@
+"""A checkpoint as one namespace of tensors: one file, a directory of shards, or an index.
+
+Paths named by ``model.safetensors.index.json`` must stay inside the bundle directory (no
+absolute paths, no ``..``, no symlink that escapes): a checkpoint is untrusted input.
+Pickle checkpoints (``.bin``/``.pt``/...) are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ScalefixError
+from .header import Header, TensorInfo, read_header
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+@dataclass
+class Bundle:
+    path: Path            # what the user named
+    root: Path            # directory holding the shards and configs
+    kind: str             # "file" | "directory" | "index"
+    headers: dict[Path, Header]
+    tensors: dict[str, TensorInfo]
+    index_path: Path | None = None
+    index: dict | None = None
+    config: dict | None = None
+    hf_quant_config: dict | None = None
+    unindexed: list[str] = field(default_factory=list)  # in a shard, absent from the index
+
+    @property
+    def shards(self) -> list[Path]:
+        return list(self.headers)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Merged ``__metadata__`` of all shards (ComfyUI markers live here)."""
+        merged: dict[str, str] = {}
+        for header in self.headers.values():
+            merged.update(header.metadata)
+        return merged
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    path = Path(path)
+    if not path.exists():
+        raise ScalefixError("no such file or directory", file=path)
+    if path.is_dir():
+        indexes = sorted(path.glob("*" + INDEX_SUFFIX))
+        if indexes:
+            preferred = path / ("model" + INDEX_SUFFIX)
+            return _from_index(path, preferred if preferred in indexes else indexes[0])
+        return _from_directory(path)
+    if path.name.endswith(INDEX_SUFFIX) or path.suffix == ".json":
+        return _from_index(path, path)
+    if path.name.endswith(PICKLE_SUFFIXES):
+        raise _pickle_refusal(path)
+    header = read_header(path)
+    root = path.parent
+    return Bundle(path, root, "file", {path: header}, dict(header.tensors))
+
+
+def _pickle_refusal(where: Path) -> ScalefixError:
+    return ScalefixError(
+        "pickle checkpoints (.bin/.pt/.pth/.ckpt) are refused: loading them runs arbitrary "
+        "code; convert to safetensors first", file=where)
+
+
+def _from_directory(root: Path) -> Bundle:
+    files = sorted(p for p in root.glob("*.safetensors") if p.is_file())
+    if not files:
+        if any(p.name.endswith(PICKLE_SUFFIXES) for p in root.iterdir()):
+            raise _pickle_refusal(root)
+        raise ScalefixError("no .safetensors files here", file=root)
+    headers = {f: read_header(f) for f in files}
+    tensors: dict[str, TensorInfo] = {}
+    for f, header in headers.items():
+        for name, info in header.tensors.items():
+            if name in tensors:
+                raise ScalefixError(
+                    f"defined in two shards ({tensors[name].file.name} and {f.name}) and no "
+                    "index says which one counts", file=root, tensor=name)
+            tensors[name] = info
+    bundle = Bundle(root, root, "directory", headers, tensors)
+    _read_configs(bundle)
+    return bundle
+
+
+def _from_index(named: Path, index_path: Path) -> Bundle:
+    root = index_path.parent
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScalefixError(f"cannot read index: {exc}", file=index_path) from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise ScalefixError("index has no weight_map of tensor -> shard file", file=index_path)
+    shard_paths: dict[str, Path] = {}
+    for tensor, rel in weight_map.items():
+        if rel not in shard_paths:
+            shard_paths[rel] = _shard_inside(root, rel, index_path, tensor)
+    headers = {p: read_header(p) for p in dict.fromkeys(shard_paths.values())}
+    tensors: dict[str, TensorInfo] = {}
+    for tensor, rel in weight_map.items():
+        header = headers[shard_paths[rel]]
+        if tensor not in header.tensors:
+            raise ScalefixError(
+                f"the index places it in {rel}, which does not hold it", file=index_path,
+                tensor=tensor)
+        tensors[tensor] = header.tensors[tensor]
+    unindexed = sorted(n for h in headers.values() for n in h.tensors if n not in weight_map)
+    bundle = Bundle(named, root, "index", headers, tensors, index_path, index, unindexed=unindexed)
+    _read_configs(bundle)
+    return bundle
+
+
+def _shard_inside(root: Path, rel: str, index_path: Path, tensor: str) -> Path:
+    pure = Path(rel)
+    if pure.is_absolute() or ".." in pure.parts or rel.startswith(("/", "\\")):
+        raise ScalefixError(f"shard path {rel!r} leaves the bundle directory", file=index_path,
+                            tensor=tensor)
+    candidate = root / pure
+    if not candidate.exists():
+        raise ScalefixError(f"shard {rel!r} named by the index does not exist", file=index_path,
+                            tensor=tensor)
+    real_root = root.resolve()
+    real = candidate.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise ScalefixError(f"shard {rel!r} is a link that leaves the bundle directory",
+                            file=index_path, tensor=tensor)
+    if rel.endswith(PICKLE_SUFFIXES):
+        raise _pickle_refusal(candidate)
+    return candidate
+
+
+def _read_configs(bundle: Bundle) -> None:
+    for attr, name in (("config", "config.json"), ("hf_quant_config", "hf_quant_config.json")):
+        cfg_path = bundle.root / name
+        if cfg_path.is_file():
+            try:
+                value = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ScalefixError(f"invalid JSON: {exc}", file=cfg_path) from None
+            if not isinstance(value, dict):
+                raise ScalefixError("expected a JSON object", file=cfg_path)
+            setattr(bundle, attr, value)

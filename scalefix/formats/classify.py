@@ -1,0 +1,224 @@
+"""Classify every tensor of a bundle: which weights are quantized, their scale companion
+(any shard, any naming), the scheme and geometry; what else is a scale, an activation scale,
+a marker, an orphan. A weight is quantized iff it has a sibling scale whose dtypes fit: never
+by element size alone (that misfires on int8/uint8 tensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ScalefixError
+from . import conventions
+from .bundle import Bundle
+from .config import QuantConfig, ignored_by, read_quant_config
+from .dtypes import FLOAT_PLAIN, FP8_WEIGHT, PACKED_FP4, SCALE_DTYPES
+from .geometry import Geometry, GeometryError, tile
+from .header import TensorInfo
+
+WEIGHT_CODECS = {"F8_E4M3": "e4m3", "F8_E5M2": "e5m2", "I8": "e2m1", "U8": "e2m1", "F4": "e2m1"}
+SCALE_CODECS = {"F32": "f32", "BF16": "bf16", "F16": "f16", "F8_E8M0": "e8m0", "U8": "e8m0",
+                "F8_E4M3": "e4m3"}
+
+ROLES = ("plain", "quantized", "scale", "activation_scale", "marker", "orphan_scale",
+         "fp8_without_scale", "unsupported")
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A quantized weight, its scale, and everything needed to decode it (formats.md s. 9)."""
+
+    weight: TensorInfo
+    scale: TensorInfo
+    naming: str               # scale naming convention, e.g. "weight_scale_inv"
+    codec: str                # "e4m3" | "e5m2" | "e2m1"
+    scale_codec: str          # "f32" | "bf16" | "f16" | "e8m0" | "e4m3"
+    shape: tuple[int, ...]    # logical, dequantized shape
+    geometry: Geometry
+    packing: str | None = None  # "low-first" | "high-first" for two FP4 codes per byte
+    output_name: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.weight.name
+
+    @property
+    def scheme(self) -> str:
+        if self.naming == "_blocks/_scales":
+            return "mxfp4"
+        family = "fp4" if self.codec == "e2m1" else "fp8"
+        return f"{family}-{self.geometry.granularity}"
+
+    @property
+    def cross_shard(self) -> bool:
+        return self.weight.file != self.scale.file
+
+
+@dataclass
+class Finding:
+    severity: str   # "problem" | "warning" | "info"
+    code: str
+    message: str
+
+
+@dataclass
+class Classification:
+    bundle: Bundle
+    quant_config: QuantConfig
+    quantized: dict[str, QuantizedWeight] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)   # orphan / unsupported: why
+    findings: list[Finding] = field(default_factory=list)
+
+    def named(self, role: str) -> list[str]:
+        return [n for n, r in self.roles.items() if r == role]
+
+
+def classify(bundle: Bundle, *, nibble_order: str = "low-first") -> Classification:
+    qc = read_quant_config(bundle.config, bundle.hf_quant_config)
+    result = Classification(bundle, qc)
+    tensors = bundle.tensors
+    for name in tensors:
+        result.roles[name] = "plain"
+    for name, info in tensors.items():
+        if conventions.marker(name):
+            result.roles[name] = "marker"
+        elif conventions.activation_scale(name):
+            result.roles[name] = "activation_scale"
+    for name, info in tensors.items():
+        if result.roles[name] != "plain":
+            continue
+        _pair_scale(result, name, info, nibble_order)
+    for name, info in tensors.items():
+        if result.roles[name] == "plain" and info.dtype in FP8_WEIGHT:
+            result.roles[name] = "fp8_without_scale"
+    _cross_check(result)
+    return result
+
+
+def _pair_scale(result: Classification, name: str, scale: TensorInfo, nibble_order: str) -> None:
+    tensors = result.bundle.tensors
+    for rule, weight_key in conventions.scale_candidates(name):
+        weight = tensors.get(weight_key)
+        if weight is None or weight_key == name:
+            continue
+        if result.roles.get(weight_key) == "quantized":
+            other = result.quantized[weight_key].scale.name
+            raise ScalefixError(f"two scale companions ({other!r} and {name!r})",
+                                file=weight.file, tensor=weight_key)
+        looks_quantized = weight.dtype in FP8_WEIGHT or weight.dtype in PACKED_FP4
+        if not rule.strict and not (looks_quantized and scale.dtype in SCALE_DTYPES):
+            return  # e.g. a plain "<m>.scale" parameter beside a float weight
+        if weight.dtype in FLOAT_PLAIN:
+            _mark(result, name, "orphan_scale",
+                  f"beside unquantized {weight.dtype} weight {weight_key!r}")
+            return
+        if scale.dtype not in SCALE_DTYPES or not looks_quantized:
+            _mark(result, name, "unsupported",
+                  f"{weight.dtype} weight {weight_key!r} with {scale.dtype} scale")
+            result.roles[weight_key] = "unsupported"
+            result.reasons[weight_key] = f"{weight.dtype} weight with {scale.dtype} scale {name!r}"
+            return
+        qw = _quantized(result, rule.naming, weight, scale, nibble_order)
+        if qw is None:
+            return
+        result.quantized[weight_key] = qw
+        result.roles[weight_key] = "quantized"
+        result.roles[name] = "scale"
+        return
+    if any(rule.strict for rule, _ in conventions.scale_candidates(name)) or (
+            scale.dtype == "F8_E8M0" and any(True for _ in conventions.scale_candidates(name))):
+        wanted = next(w for _, w in conventions.scale_candidates(name))
+        _mark(result, name, "orphan_scale", f"no weight {wanted!r} in the bundle")
+
+
+def _mark(result: Classification, name: str, role: str, why: str) -> None:
+    result.roles[name] = role
+    result.reasons[name] = why
+
+
+def _quantized(result: Classification, naming: str, weight: TensorInfo, scale: TensorInfo,
+               nibble_order: str) -> QuantizedWeight | None:
+    codec = WEIGHT_CODECS[weight.dtype]
+    scale_codec = SCALE_CODECS[scale.dtype]
+    packing = None
+    preferred = result.quant_config.block_size
+    if naming == "_blocks/_scales":
+        if weight.dtype != "U8" or scale.dtype not in ("U8", "F8_E8M0") or len(weight.shape) < 2 \
+                or weight.shape[-1] != 16 or tuple(weight.shape[:-1]) != tuple(scale.shape):
+            raise ScalefixError(
+                f"MXFP4 blocks {list(weight.shape)} {weight.dtype} do not match scales "
+                f"{list(scale.shape)} {scale.dtype} (want [..., G, 16] U8 and [..., G])",
+                file=weight.file, tensor=weight.name)
+        shape = tuple(weight.shape[:-2]) + (weight.shape[-2] * 32,)
+        scale_view = tuple(scale.shape[:-1]) + (scale.shape[-1],)
+        packing, preferred = nibble_order, None
+    elif codec == "e2m1":
+        if scale_codec not in ("e8m0", "e4m3"):
+            _mark(result, scale.name, "unsupported",
+                  f"{weight.dtype} weight {weight.name!r} with {scale.dtype} scale")
+            result.roles[weight.name] = "unsupported"
+            result.reasons[weight.name] = f"{weight.dtype} weight with {scale.dtype} scale"
+            return None
+        shape = tuple(weight.shape) if weight.dtype == "F4" else \
+            tuple(weight.shape[:-1]) + (weight.shape[-1] * 2,)
+        scale_view = tuple(scale.shape)
+        packing, preferred = nibble_order, None
+    else:
+        shape = tuple(weight.shape)
+        scale_view = tuple(scale.shape)
+    if scale_codec == "e4m3" and codec != "e2m1":
+        raise ScalefixError(f"FP8 scale {scale.name!r} on an FP8 weight is not a known format",
+                            file=weight.file, tensor=weight.name)
+    try:
+        geometry = tile(shape, scale_view, preferred)
+    except GeometryError as exc:
+        where = weight.file if weight.file == scale.file else f"{weight.file} + {scale.file.name}"
+        raise ScalefixError(f"{exc} (scale {scale.name!r})", file=where,
+                            tensor=weight.name) from None
+    if codec == "e2m1" and (geometry.block[0] != 1 or geometry.shape[-1] % geometry.block[1]):
+        raise ScalefixError(
+            f"FP4 scale {list(scale.shape)} must hold one value per row and group of columns "
+            f"of weight {list(shape)}", file=weight.file, tensor=weight.name)
+    if scale_codec == "e4m3":  # NVFP4 needs its global scale; not decoded yet
+        _mark(result, scale.name, "unsupported", f"NVFP4 scale of {weight.name!r}")
+        result.roles[weight.name] = "unsupported"
+        result.reasons[weight.name] = "NVFP4 (FP8 block scale + global scale): not supported yet"
+        return None
+    return QuantizedWeight(weight, scale, naming, codec, scale_codec, shape, geometry, packing,
+                           conventions.dequantized_name(weight.name))
+
+
+def _cross_check(result: Classification) -> None:
+    qc, findings = result.quant_config, result.findings
+    quantized = result.quantized.values()
+    if qc.announces_scaled_weights and not result.quantized:
+        findings.append(Finding(
+            "problem", "stale-quantization-config",
+            f"{qc.where} announces quant_method {qc.method!r} but no tensor has a scale: a "
+            "converted checkpoint whose config was left behind, or scales that were dropped"))
+    if result.quantized and qc.where is None and any(
+            q.naming not in ("weight_scale", "scale_weight") for q in quantized):
+        findings.append(Finding("info", "no-quantization-config",
+                                "quantized tensors found but no quantization_config in config"))
+    if qc.block_size:
+        odd = sorted({q.geometry.block for q in quantized if q.geometry.granularity == "block"
+                      and q.geometry.block != qc.block_size})
+        if odd:
+            findings.append(Finding(
+                "warning", "block-size-mismatch",
+                f"config weight_block_size {list(qc.block_size)}, but scales tile blocks "
+                f"{', '.join(str(list(b)) for b in odd)}: the shapes win"))
+    if qc.ignore:
+        listed = [q.name for q in quantized
+                  if ignored_by(q.name.rsplit(".", 1)[0], qc.ignore)]
+        if listed:
+            findings.append(Finding(
+                "warning", "ignored-but-scaled",
+                f"{len(listed)} weight(s) named by the config's ignore list carry scales and are "
+                f"treated as quantized (sibling scales win), e.g. {listed[0]!r}"))
+    if result.bundle.unindexed:
+        findings.append(Finding(
+            "warning", "unindexed-tensors",
+            f"{len(result.bundle.unindexed)} tensor(s) in shards but not in the index (loaders "
+            f"ignore them), e.g. {result.bundle.unindexed[0]!r}"))

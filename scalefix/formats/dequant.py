@@ -1,0 +1,74 @@
+"""The one dequantize entry point (formats.md section 9).
+
+``W = decode(Q) * S`` per block, in float32: the scale is upcast to float32 first, the
+product is rounded to the output dtype once, at the end (round to nearest even). Weights are
+processed as a [rows, cols] view so a caller can stream any row range of a huge tensor with
+the same code that decodes a small one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ScalefixError
+from .classify import QuantizedWeight
+from .codecs import decode, decode_scale, f32_to_bf16, unpack_fp4
+from .tensor_data import read_raw
+
+OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}  # CLI name -> safetensors name
+
+
+def row_bytes(qw: QuantizedWeight) -> int:
+    """Bytes of the stored weight per logical row."""
+    cols = qw.geometry.cols
+    return cols // 2 if qw.codec == "e2m1" else cols
+
+
+def load_scale(qw: QuantizedWeight) -> np.ndarray:
+    """The scale as float32 [scale_rows, scale_cols] (or [1, 1] per tensor), validated."""
+    scale = qw.scale
+    values = decode_scale(read_raw(scale), qw.scale_codec, file=scale.file, tensor=scale.name)
+    view = qw.geometry.scale_shape
+    return values.reshape(-1, view[-1]) if values.size > 1 else values.reshape(1, 1)
+
+
+def dequantize_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray,
+                    row_start: int) -> np.ndarray:
+    """float32 [n, cols] for logical rows ``row_start ..`` given their stored bytes."""
+    geo = qw.geometry
+    cols = geo.cols
+    n = raw_rows.size // row_bytes(qw)
+    raw_rows = raw_rows.reshape(n, row_bytes(qw))
+    if qw.codec == "e2m1":
+        values = unpack_fp4(raw_rows, qw.packing or "low-first")
+    else:
+        values = decode(raw_rows, qw.codec)
+    if scale.size == 1:
+        return values * scale.reshape(())
+    bo, bi = geo.block
+    rows = np.arange(row_start, row_start + n)
+    scale_rows = (rows // geo.out_dim) * geo.scale_shape[-2] + (rows % geo.out_dim) // bo
+    per_row = scale[scale_rows]                        # [n, scale_cols]
+    if cols % bi == 0:
+        return (values.reshape(n, cols // bi, bi) * per_row[:, :, None]).reshape(n, cols)
+    return values * np.repeat(per_row, bi, axis=1)[:, :cols]
+
+
+def encode(values: np.ndarray, out_dtype: str) -> np.ndarray:
+    """float32 -> the output dtype's storage (bf16 as uint16 bits), rounded once."""
+    if out_dtype == "bf16":
+        return f32_to_bf16(values)
+    if out_dtype == "f16":
+        return values.astype(np.float16)
+    if out_dtype == "f32":
+        return values.astype(np.float32, copy=False)
+    raise ValueError(f"unknown output dtype {out_dtype!r}")
+
+
+def dequantize(qw: QuantizedWeight, out_dtype: str = "bf16") -> np.ndarray:
+    """The whole weight, dequantized, in its logical shape (bf16 returned as uint16 bits)."""
+    if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
+        raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match logical shape "
+                            f"{list(qw.shape)}", file=qw.weight.file, tensor=qw.name)
+    values = dequantize_rows(qw, read_raw(qw.weight), load_scale(qw), 0)
+    return encode(values, out_dtype).reshape(qw.shape)
