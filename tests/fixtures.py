@@ -1,0 +1,338 @@
+"""Checkpoint fixtures for every format variant of formats.md, written with torch +
+``safetensors.torch.save_file`` (the real writer, independent of scalefix's), each with
+what ``inspect`` must say about it and torch's own dequantization as the oracle.
+
+The oracle is formats.md section 9 in torch: ``(q.to(float32) * scale_expanded).to(bfloat16)``,
+the scale upcast to float32 first; FP4 through a LUT and ``torch.ldexp`` (transformers' way).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+FP4_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                           -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+@dataclass
+class Expected:
+    scheme: str
+    naming: str
+    block: list[int]
+    scale: str                 # scale tensor name
+    scale_dtype: str
+    oracle: torch.Tensor       # bf16, logical shape
+    output_name: str | None = None
+
+
+@dataclass
+class Fixture:
+    path: Path
+    quantized: dict[str, Expected] = field(default_factory=dict)
+    activation_scales: list[str] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    plain: list[str] = field(default_factory=list)
+    cross_shard: list[str] = field(default_factory=list)
+
+
+def fp8_codes(shape, dtype=torch.float8_e4m3fn, gen=None) -> torch.Tensor:
+    """Random FP8 codes over the whole finite range (NaN / inf codes avoided)."""
+    codes = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+    if dtype == torch.float8_e4m3fn:
+        codes[(codes & 0x7F) == 0x7F] = 0x3F
+    else:  # e5m2: exponent 31 is inf / NaN
+        codes[(codes & 0x7C) == 0x7C] = 0x3C
+    return codes.view(dtype)
+
+
+def expand(scale: torch.Tensor, shape, block) -> torch.Tensor:
+    """float32 scale broadcast over the weight: pad, repeat per block, crop."""
+    s = scale.to(torch.float32)
+    bo, bi = block
+    s = s.repeat_interleave(bo, dim=-2).repeat_interleave(bi, dim=-1)
+    return s[..., : shape[-2], : shape[-1]]
+
+
+def fp8_oracle(q: torch.Tensor, scale: torch.Tensor, block) -> torch.Tensor:
+    shape = q.shape if q.dim() >= 2 else (1, q.shape[0])
+    if scale.numel() == 1:
+        out = q.to(torch.float32) * scale.to(torch.float32).reshape(())
+    else:
+        if scale.dim() == len(shape) - 1:  # per-channel as [out]
+            scale = scale.unsqueeze(-1)
+        out = q.reshape(shape).to(torch.float32) * expand(scale, shape, block)
+    return out.to(torch.bfloat16).reshape(q.shape)
+
+
+def fp4_oracle(codes: torch.Tensor, e8m0: torch.Tensor, group: int) -> torch.Tensor:
+    """codes: uint8 nibbles, logical shape [..., in]; e8m0: uint8 exponents [..., in/group]."""
+    values = FP4_VALUES[codes.long()]
+    exps = e8m0.to(torch.int32).repeat_interleave(group, dim=-1) - 127
+    return torch.ldexp(values, exps.to(torch.float32)).to(torch.bfloat16)
+
+
+def pack_low_first(codes: torch.Tensor) -> torch.Tensor:
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+
+
+def _save_index(root: Path, shards: dict[str, dict[str, torch.Tensor]], config: dict | None):
+    root.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for fname, tensors in shards.items():
+        save_file(tensors, str(root / fname))
+        weight_map.update({k: fname for k in tensors})
+    if len(shards) > 1:
+        (root / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map}))
+    if config is not None:
+        (root / "config.json").write_text(json.dumps(config))
+
+
+def _fp8_pair(fx: Fixture, tensors: dict, name: str, scale_name: str, shape, scale_shape, block,
+              naming: str, scheme: str, scale_dtype=torch.float32, fp8=torch.float8_e4m3fn,
+              gen=None, scale_dest: dict | None = None):
+    q = fp8_codes(shape, fp8, gen)
+    scale = (torch.rand(scale_shape, generator=gen) * 1e-3 + 1e-5).to(scale_dtype)
+    tensors[name] = q
+    (scale_dest if scale_dest is not None else tensors)[scale_name] = scale
+    st_dtype = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}[scale_dtype]
+    fx.quantized[name] = Expected(scheme, naming, list(block), scale_name, st_dtype,
+                                  fp8_oracle(q, scale, block))
+
+
+def dsv3(root: Path) -> Fixture:
+    """DeepSeek-V3: F32 weight_scale_inv, [576, 7168] (ceil division), scale in another shard."""
+    gen = torch.Generator().manual_seed(1)
+    fx = Fixture(root)
+    s1, s2 = {}, {}
+    p = "model.layers.0."
+    _fp8_pair(fx, s1, p + "self_attn.kv_a_proj_with_mqa.weight",
+              p + "self_attn.kv_a_proj_with_mqa.weight_scale_inv", (576, 7168), (5, 56),
+              (128, 128), "weight_scale_inv", "fp8-block", gen=gen, scale_dest=s2)
+    fx.cross_shard.append(p + "self_attn.kv_a_proj_with_mqa.weight")
+    _fp8_pair(fx, s2, p + "mlp.down_proj.weight", p + "mlp.down_proj.weight_scale_inv",
+              (256, 300), (2, 3), (128, 128), "weight_scale_inv", "fp8-block", gen=gen)
+    s1["model.embed_tokens.weight"] = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
+    s2[p + "mlp.gate.e_score_correction_bias"] = torch.randn(8, generator=gen)
+    s2[p + "input_layernorm.weight"] = torch.ones(256, dtype=torch.bfloat16)
+    fx.plain += ["model.embed_tokens.weight", p + "mlp.gate.e_score_correction_bias",
+                 p + "input_layernorm.weight"]
+    _save_index(root, {"model-00001-of-00002.safetensors": s1,
+                       "model-00002-of-00002.safetensors": s2},
+                {"model_type": "deepseek_v3", "quantization_config": {
+                    "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                    "weight_block_size": [128, 128]}})
+    return fx
+
+
+def qwen3(root: Path, scale_dtype) -> Fixture:
+    """Qwen3-*-FP8: weight_scale_inv stored in BF16 (32B) or F16 (4B-2507), under text_config."""
+    gen = torch.Generator().manual_seed(2)
+    fx = Fixture(root)
+    t = {}
+    for proj, shape in (("q_proj", (256, 256)), ("k_proj", (128, 256)), ("o_proj", (256, 200))):
+        name = f"model.layers.0.self_attn.{proj}.weight"
+        sshape = (math.ceil(shape[0] / 128), math.ceil(shape[1] / 128))
+        _fp8_pair(fx, t, name, name + "_scale_inv", shape, sshape, (128, 128),
+                  "weight_scale_inv", "fp8-block", scale_dtype=scale_dtype, gen=gen)
+    t["lm_head.weight"] = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
+    fx.plain.append("lm_head.weight")
+    _save_index(root, {"model.safetensors": t}, {"model_type": "qwen3_vl", "text_config": {
+        "quantization_config": {"quant_method": "fp8", "fmt": "e4m3",
+                                "weight_block_size": [128, 128],
+                                "modules_to_not_convert": ["lm_head"]}}})
+    return fx
+
+
+def compressed_tensors(root: Path, strategy: str) -> Fixture:
+    """llmcompressor-style FP8: weight_scale (BF16) per block / channel / tensor (+input_scale)."""
+    gen = torch.Generator().manual_seed(3)
+    fx = Fixture(root)
+    t = {}
+    for i, shape in enumerate(((384, 256), (200, 330))):
+        name = f"model.layers.{i}.mlp.up_proj.weight"
+        if strategy == "block":
+            sshape, block, scheme = (math.ceil(shape[0] / 128), math.ceil(shape[1] / 128)), \
+                (128, 128), "fp8-block"
+        elif strategy == "channel":
+            sshape, block, scheme = (shape[0], 1), (1, shape[1]), "fp8-channel"
+        else:
+            sshape, block, scheme = (1,), shape, "fp8-tensor"
+        _fp8_pair(fx, t, name, name[: -len("weight")] + "weight_scale", shape, sshape, block,
+                  "weight_scale", scheme, scale_dtype=torch.bfloat16, gen=gen)
+        if strategy == "tensor":
+            t[name[: -len("weight")] + "input_scale"] = torch.tensor([0.02], dtype=torch.bfloat16)
+            fx.activation_scales.append(name[: -len("weight")] + "input_scale")
+    t["lm_head.weight"] = torch.randn(32, 256, generator=gen).to(torch.bfloat16)
+    fx.plain.append("lm_head.weight")
+    weights = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": False,
+               "strategy": strategy}
+    if strategy == "block":
+        weights["block_structure"] = [128, 128]
+    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
+        "ignore": ["lm_head"]}})
+    return fx
+
+
+def flux(root: Path) -> Fixture:
+    """BFL FLUX FP8 single file: scalar weight_scale + input_scale; one orphan weight_scale."""
+    gen = torch.Generator().manual_seed(4)
+    fx = Fixture(root)
+    t = {}
+    for name in ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"):
+        _fp8_pair(fx, t, name, name + "_scale",
+                  (192, 64), (), (192, 64), "weight_scale", "fp8-tensor", gen=gen)
+        t[name[: -len("weight")] + "input_scale"] = torch.tensor(0.5)
+        fx.activation_scales.append(name[: -len("weight")] + "input_scale")
+    t["final_layer.linear.weight"] = torch.randn(16, 64, generator=gen).to(torch.bfloat16)
+    t["final_layer.linear.weight_scale"] = torch.tensor(1.0)
+    fx.orphans.append("final_layer.linear.weight_scale")
+    fx.plain.append("final_layer.linear.weight")
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(root / "flux2-fp8.safetensors"))
+    fx.path = root / "flux2-fp8.safetensors"
+    return fx
+
+
+def comfy_scaled_fp8(root: Path) -> Fixture:
+    """ComfyUI legacy: scaled_fp8 marker, .scale_weight scalar, .scale_input."""
+    gen = torch.Generator().manual_seed(5)
+    fx = Fixture(root)
+    t = {"model.diffusion_model.scaled_fp8": torch.zeros(2, dtype=torch.float8_e4m3fn)}
+    fx.markers.append("model.diffusion_model.scaled_fp8")
+    for blk in range(2):
+        name = f"model.diffusion_model.blocks.{blk}.attn.proj.weight"
+        stem = name[: -len(".weight")]
+        _fp8_pair(fx, t, name, stem + ".scale_weight", (128, 96), (), (128, 96), "scale_weight",
+                  "fp8-tensor", gen=gen)
+        t[stem + ".scale_input"] = torch.tensor(1.0)
+        fx.activation_scales.append(stem + ".scale_input")
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(root / "comfy.safetensors"))
+    fx.path = root / "comfy.safetensors"
+    return fx
+
+
+def mistral(root: Path) -> Fixture:
+    """Mistral native FP8: qscale_weight as a scalar and as [out]; qscale_act dropped."""
+    gen = torch.Generator().manual_seed(6)
+    fx = Fixture(root)
+    t = {}
+    _fp8_pair(fx, t, "layers.0.attention.wq.weight", "layers.0.attention.wq.qscale_weight",
+              (128, 64), (), (128, 64), "qscale_weight", "fp8-tensor", gen=gen)
+    _fp8_pair(fx, t, "layers.0.attention.wk.weight", "layers.0.attention.wk.qscale_weight",
+              (96, 64), (96,), (1, 64), "qscale_weight", "fp8-channel", gen=gen)
+    for m in ("wq", "wk"):
+        t[f"layers.0.attention.{m}.qscale_act"] = torch.tensor(0.1)
+        fx.activation_scales.append(f"layers.0.attention.{m}.qscale_act")
+    _save_index(root, {"consolidated.safetensors": t}, None)
+    return fx
+
+
+def e5m2(root: Path) -> Fixture:
+    gen = torch.Generator().manual_seed(7)
+    fx = Fixture(root)
+    t = {}
+    _fp8_pair(fx, t, "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.weight_scale_inv",
+              (300, 256), (3, 2), (128, 128), "weight_scale_inv", "fp8-block",
+              fp8=torch.float8_e5m2, gen=gen)
+    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+        "quant_method": "fp8", "fmt": "e5m2", "weight_block_size": [128, 128]}})
+    return fx
+
+
+def dsv4(root: Path) -> Fixture:
+    """DeepSeek-V4: FP8 + E8M0 .scale (128x128) and FP4 routed experts (I8 + group-32 E8M0)."""
+    gen = torch.Generator().manual_seed(8)
+    fx = Fixture(root)
+    t = {}
+    for name, shape in (("layers.0.attn.wq_a.weight", (200, 256)),
+                        ("layers.0.ffn.shared_experts.w1.weight", (256, 384))):
+        q = fp8_codes(shape, gen=gen)
+        sshape = (math.ceil(shape[0] / 128), math.ceil(shape[1] / 128))
+        e = torch.randint(110, 125, sshape, dtype=torch.uint8, generator=gen)
+        t[name], t[name[: -len("weight")] + "scale"] = q, e.view(torch.float8_e8m0fnu)
+        oracle = fp8_oracle(q, e.view(torch.float8_e8m0fnu), (128, 128))
+        fx.quantized[name] = Expected("fp8-block", "scale", [128, 128],
+                                      name[: -len("weight")] + "scale", "F8_E8M0", oracle)
+    for ex in range(2):
+        for w, (out, inn) in (("w1", (64, 256)), ("w2", (256, 64))):
+            name = f"layers.0.ffn.experts.{ex}.{w}.weight"
+            codes = torch.randint(0, 16, (out, inn), dtype=torch.uint8, generator=gen)
+            e = torch.randint(115, 130, (out, inn // 32), dtype=torch.uint8, generator=gen)
+            t[name] = pack_low_first(codes).view(torch.int8)
+            t[name[: -len("weight")] + "scale"] = e.view(torch.float8_e8m0fnu)
+            fx.quantized[name] = Expected("fp4-group", "scale", [1, 32],
+                                          name[: -len("weight")] + "scale", "F8_E8M0",
+                                          fp4_oracle(codes, e, 32))
+    t["layers.0.attn_norm.weight"] = torch.ones(256, dtype=torch.bfloat16)
+    t["embed.weight"] = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
+    fx.plain += ["layers.0.attn_norm.weight", "embed.weight"]
+    _save_index(root, {"model.safetensors": t}, {"model_type": "deepseek_v4", "quantization_config": {
+        "quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}})
+    return fx
+
+
+def gpt_oss(root: Path) -> Fixture:
+    """gpt-oss MXFP4: <p>_blocks U8 [E, O, G, 16] + <p>_scales U8 [E, O, G]."""
+    gen = torch.Generator().manual_seed(9)
+    fx = Fixture(root)
+    t = {}
+    experts, hidden, inter = 2, 128, 64
+    for param, (out, inn) in (("gate_up_proj", (2 * inter, hidden)), ("down_proj", (hidden, inter))):
+        base = f"model.layers.0.mlp.experts.{param}"
+        codes = torch.randint(0, 16, (experts, out, inn), dtype=torch.uint8, generator=gen)
+        e = torch.randint(118, 130, (experts, out, inn // 32), dtype=torch.uint8, generator=gen)
+        t[base + "_blocks"] = pack_low_first(codes).reshape(experts, out, inn // 32, 16)
+        t[base + "_scales"] = e
+        t[base + "_bias"] = torch.randn(experts, out, generator=gen).to(torch.bfloat16)
+        fx.plain.append(base + "_bias")
+        fx.quantized[base + "_blocks"] = Expected("mxfp4", "_blocks/_scales", [1, 32],
+                                                  base + "_scales", "U8",
+                                                  fp4_oracle(codes, e, 32), output_name=base)
+    t["model.layers.0.mlp.router.weight"] = torch.randn(experts, hidden, generator=gen).to(torch.bfloat16)
+    fx.plain.append("model.layers.0.mlp.router.weight")
+    _save_index(root, {"model.safetensors": t}, {"model_type": "gpt_oss", "quantization_config": {
+        "quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "router"]}})
+    return fx
+
+
+def stacked_experts(root: Path) -> Fixture:
+    """transformers v5 fused experts: 3-D [E, out, in] FP8 with <param>_scale_inv [E, ., .]."""
+    gen = torch.Generator().manual_seed(10)
+    fx = Fixture(root)
+    t = {}
+    base = "model.layers.0.mlp.experts."
+    _fp8_pair(fx, t, base + "gate_up_proj", base + "gate_up_proj_scale_inv", (3, 320, 256),
+              (3, 3, 2), (128, 128), "<param>_scale_inv", "fp8-block", gen=gen)
+    _fp8_pair(fx, t, base + "down_proj", base + "down_proj_scale_inv", (3, 256, 160),
+              (3, 2, 2), (128, 128), "<param>_scale_inv", "fp8-block", gen=gen)
+    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+        "quant_method": "fp8", "weight_block_size": [128, 128]}})
+    return fx
+
+
+VARIANTS = {
+    "dsv3": dsv3,
+    "qwen3-bf16-scale": lambda r: qwen3(r, torch.bfloat16),
+    "qwen3-f16-scale": lambda r: qwen3(r, torch.float16),
+    "ct-block": lambda r: compressed_tensors(r, "block"),
+    "ct-channel": lambda r: compressed_tensors(r, "channel"),
+    "ct-tensor": lambda r: compressed_tensors(r, "tensor"),
+    "flux": flux,
+    "comfy-scaled-fp8": comfy_scaled_fp8,
+    "mistral": mistral,
+    "e5m2": e5m2,
+    "dsv4": dsv4,
+    "gpt-oss": gpt_oss,
+    "stacked-experts": stacked_experts,
+}
