@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ScalefixError
 from .classify import QuantizedWeight
-from .codecs import decode, decode_scale, f32_to_bf16, unpack_fp4
+from .codecs import decode, decode_scale, f32_to_bf16, table, unpack_fp4
 from .tensor_data import read_raw
 
 OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}  # CLI name -> safetensors name
@@ -65,10 +65,60 @@ def encode(values: np.ndarray, out_dtype: str) -> np.ndarray:
     raise ValueError(f"unknown output dtype {out_dtype!r}")
 
 
+def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, row_start: int,
+                out_dtype: str) -> np.ndarray:
+    """Encoded output [n, cols] for logical rows ``row_start ..``: the streaming entry point.
+
+    FP8 with block or tensor scales takes a lookup path: per scale value, the 256 possible
+    products ``float32(code) * scale`` are computed and rounded once, then each element is
+    one gather. Every output is the same float32 product rounded the same way as in
+    ``dequantize_rows``, so the two paths agree bit for bit (a test holds them together).
+    """
+    geo = qw.geometry
+    n = raw_rows.size // row_bytes(qw)
+    if qw.codec not in ("e4m3", "e5m2") or (scale.size > 1 and geo.block[1] < 16):
+        return encode(dequantize_rows(qw, raw_rows, scale, row_start), out_dtype)
+    codes = raw_rows.reshape(n, geo.cols)
+    values = table(qw.codec)
+    if scale.size == 1:
+        return encode(values * scale.reshape(()), out_dtype)[codes]
+    out = np.empty((n, geo.cols), dtype=_STORAGE[out_dtype])
+    bo, bi = geo.block
+    out_dim, cols = geo.out_dim, geo.cols
+    ncb = scale.shape[1]
+    divisible = cols % bi == 0
+    if divisible:
+        offsets = (np.arange(ncb, dtype=np.uint16 if ncb <= 256 else np.intp) * 256)
+        offsets = offsets[None, :, None]
+    r, end = row_start, row_start + n
+    while r < end:  # rows that share one row of scales
+        local = r % out_dim
+        seg_end = min(end, r - local + min(out_dim, (local // bo + 1) * bo))
+        scale_row = (r // out_dim) * geo.scale_shape[-2] + local // bo
+        luts = encode(values[None, :] * scale[scale_row][:, None], out_dtype)  # [ncb, 256]
+        seg = codes[r - row_start: seg_end - row_start]
+        dst = out[r - row_start: seg_end - row_start]
+        if divisible:
+            dst[...] = luts.ravel()[seg.reshape(len(seg), ncb, bi) + offsets].reshape(dst.shape)
+        else:
+            for j in range(ncb):
+                dst[:, j * bi:(j + 1) * bi] = luts[j][seg[:, j * bi:(j + 1) * bi]]
+        r = seg_end
+    return out
+
+
+_STORAGE = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+
+
 def dequantize(qw: QuantizedWeight, out_dtype: str = "bf16") -> np.ndarray:
     """The whole weight, dequantized, in its logical shape (bf16 returned as uint16 bits)."""
     if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
         raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match logical shape "
                             f"{list(qw.shape)}", file=qw.weight.file, tensor=qw.name)
+    return decode_rows(qw, read_raw(qw.weight), load_scale(qw), 0, out_dtype).reshape(qw.shape)
+
+
+def dequantize_reference(qw: QuantizedWeight, out_dtype: str = "bf16") -> np.ndarray:
+    """The plain float32 path (no lookup tables), kept to check ``decode_rows`` against."""
     values = dequantize_rows(qw, read_raw(qw.weight), load_scale(qw), 0)
     return encode(values, out_dtype).reshape(qw.shape)
