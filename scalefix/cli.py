@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import ScalefixError
@@ -19,6 +21,8 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
 "fine" and produces garbage.
 
   scalefix inspect PATH      what is quantized, where the scales are, what is broken
+  scalefix rewrite SRC       write a fixed copy (BF16), streaming, atomic
+  scalefix verify SRC DST    prove a converted checkpoint matches its quantized source
   scalefix demo              the whole story on a small generated checkpoint
 """
 
@@ -38,6 +42,44 @@ def _inspect(args: argparse.Namespace) -> int:
     else:
         print(render(report))
     return 1 if args.check and not report["verdict"]["ok"] else 0
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500MB', '1.5GiB', '123' (bytes) -> bytes."""
+    units = {"": 1, "B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+             "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
+    raw = text.strip().upper()
+    number = raw.rstrip("KMGTIB")
+    unit = raw[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if unit not in units or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 5GB, 500MB)")
+    return int(value * units[unit])
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    from .rewrite.run import Options, render_summary, rewrite, summary_json
+
+    options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
+                      workers=args.workers, resume=args.resume, dry_run=args.dry_run,
+                      quiet=args.quiet or args.json)
+    summary = rewrite(args.src, options)
+    print(summary_json(summary) if args.json else render_summary(summary))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .rewrite.verify import render_verify, verify
+
+    report = verify(args.src, args.dst)
+    if args.plot:
+        from .rewrite.verify_plot import plot
+        plot(report, args.plot)
+    print(json.dumps(report, indent=2) if args.json else render_verify(report))
+    return 0 if report["ok"] else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -77,6 +119,55 @@ def build_parser() -> argparse.ArgumentParser:
                          help="FP4 packing: which nibble holds the even element (default: low)")
     inspect.set_defaults(run=_inspect)
 
+    rewrite = commands.add_parser(
+        "rewrite", help="write a dequantized (BF16) copy of a checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Dequantize every quantized weight scalefix recognises (see `inspect`) "
+                    "into --dtype (BF16: float32 product rounded to nearest even, once), drop "
+                    "the scales, activation scales, orphan scales and quantization markers, copy "
+                    "every other tensor byte for byte (dtype kept), remove the stale "
+                    "quantization_config, copy tokenizer and other files, rebuild the index. "
+                    "Streams shard by shard in bounded memory; writes into a hidden sibling "
+                    "directory and renames it into place at the end, so an interrupted run "
+                    "never leaves a complete-looking DST. The source is only read.",
+        epilog="examples:\n"
+               "  scalefix rewrite ~/models/DeepSeek-V3            # -> ~/models/DeepSeek-V3-bf16/\n"
+               "  scalefix rewrite flux2-fp8.safetensors           # -> flux2-fp8-bf16.safetensors\n"
+               "  scalefix rewrite SRC --out DST --resume          # after an interrupted run\n"
+               "  scalefix rewrite SRC --dry-run                   # what would happen\n"
+               "then: scalefix verify SRC DST")
+    rewrite.add_argument("src", metavar="SRC", help="file, shard directory, or index.json")
+    rewrite.add_argument("--out", type=Path, help="destination (default: SRC-bf16 beside SRC)")
+    rewrite.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16",
+                         help="dtype of dequantized weights (default bf16)")
+    rewrite.add_argument("--max-shard-size", type=parse_size, default=5 * 10 ** 9,
+                         metavar="SIZE", help="output shard size limit (default 5GB; "
+                                              "ignored for a single-file SRC)")
+    rewrite.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                         help="shards written in parallel (default: min(2, cores))")
+    rewrite.add_argument("--resume", action="store_true",
+                         help="reuse the finished shards of an interrupted run (checked first)")
+    rewrite.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
+    rewrite.add_argument("--quiet", action="store_true", help="no progress bar")
+    rewrite.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rewrite.set_defaults(run=_rewrite)
+
+    verify = commands.add_parser(
+        "verify", help="compare a converted checkpoint with its quantized source",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Dequantize each source tensor (streaming) and compare it with the same "
+                    "tensor in DST: bit-exact, max abs error, SQNR in dB. Flags the trap "
+                    "signature (raw FP8 values, errors of orders of magnitude), missing and "
+                    "extra tensors. DST may come from any tool (scalefix rewrite, mlx_lm.convert, "
+                    "a community BF16 upload).",
+        epilog="Exit 0 when every tensor passes, 1 when any fails, 2 on bad input.")
+    verify.add_argument("src", metavar="SRC", help="the quantized source")
+    verify.add_argument("dst", metavar="DST", help="the converted checkpoint")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument("--plot", metavar="FILE.png",
+                        help="draw error per tensor by layer (needs matplotlib)")
+    verify.set_defaults(run=_verify)
+
     demo = commands.add_parser(
         "demo", help="show the trap and the diagnosis on a generated checkpoint",
         description="Builds a small DeepSeek-V3-style FP8 checkpoint in a temporary directory "
@@ -105,3 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug in scalefix: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"scalefix: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+              "the traceback, and please report it)", file=sys.stderr)
+        return 2

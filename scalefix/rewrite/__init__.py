@@ -1,0 +1,1 @@
+"""Offline fixes: plan -> stream shards -> config -> index (``rewrite``), and ``verify``."""

@@ -1,0 +1,143 @@
+"""Decide, from headers alone, every output tensor, its shard and what is dropped.
+
+The plan is computed before a byte is written: output headers come from it, ``--dry-run``
+prints it, and ``--resume`` compares a finished shard against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..errors import ScalefixError
+from ..formats.classify import Classification, QuantizedWeight
+from ..formats.conventions import COMFY_METADATA_KEY
+from ..formats.dequant import OUT_DTYPES
+from ..formats.header import TensorInfo
+from ..formats.writer import Entry, header_bytes
+
+DROP_REASONS = {"scale": "scale (applied)", "activation_scale": "activation scale",
+                "orphan_scale": "orphan scale", "marker": "quantization marker"}
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    entry: Entry
+    action: str                      # "copy" | "dequant" | "cast" (FP8 without scale)
+    source: TensorInfo
+    qw: QuantizedWeight | None = None
+
+
+@dataclass
+class OutShard:
+    filename: str
+    tensors: list[OutTensor]
+    metadata: dict[str, str]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.entry.nbytes for t in self.tensors)
+
+    def header(self) -> bytes:
+        return header_bytes([t.entry for t in self.tensors], self.metadata)
+
+
+@dataclass
+class Plan:
+    classification: Classification
+    out_dtype: str
+    shards: list[OutShard] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)   # tensor -> why
+    config_changes: list[str] = field(default_factory=list)
+
+    @property
+    def tensors(self):
+        return [t for shard in self.shards for t in shard.tensors]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.dropped and not self.config_changes and all(
+            t.action == "copy" for t in self.tensors)
+
+    def counts(self) -> dict:
+        dequant = Counter(t.qw.scheme for t in self.tensors if t.action == "dequant")
+        return {"dequantized": dict(dequant),
+                "cast_without_scale": sum(t.action == "cast" for t in self.tensors),
+                "copied": sum(t.action == "copy" for t in self.tensors),
+                "dropped": dict(Counter(self.dropped.values()))}
+
+    def shard_fingerprint(self, shard: OutShard) -> str:
+        """What a finished shard must match to be reused by --resume."""
+        sources = [(t.source.file.name, t.source.offset, t.source.nbytes,
+                    t.source.file.stat().st_mtime_ns, t.action) for t in shard.tensors]
+        doc = json.dumps([shard.filename, self.out_dtype, sources], sort_keys=True)
+        return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
+
+
+def build_plan(result: Classification, out_dtype: str, max_shard_bytes: int,
+               base: str, single_file: bool) -> Plan:
+    if out_dtype not in OUT_DTYPES:
+        raise ScalefixError(f"unknown --dtype {out_dtype!r} (bf16, f16, f32)")
+    unsupported = result.named("unsupported")
+    if unsupported:
+        name = unsupported[0]
+        raise ScalefixError(f"cannot dequantize: {result.reasons[name]}; nothing written",
+                            file=result.bundle.tensors[name].file, tensor=name)
+    plan = Plan(result, out_dtype)
+    bundle, st_dtype = result.bundle, OUT_DTYPES[out_dtype]
+    order = {path: i for i, path in enumerate(bundle.headers)}
+    outputs: list[OutTensor] = []
+    for name, info in sorted(bundle.tensors.items(),
+                             key=lambda kv: (order[kv[1].file], kv[1].offset)):
+        role = result.roles[name]
+        if role in DROP_REASONS:
+            plan.dropped[name] = DROP_REASONS[role]
+        elif role == "quantized":
+            qw = result.quantized[name]
+            outputs.append(OutTensor(Entry(qw.output_name, st_dtype, qw.shape), "dequant",
+                                     info, qw))
+        elif role == "fp8_without_scale":
+            outputs.append(OutTensor(Entry(name, st_dtype, info.shape), "cast", info))
+        else:
+            outputs.append(OutTensor(Entry(name, info.dtype, info.shape), "copy", info))
+    seen: set[str] = set()
+    for out in outputs:
+        if out.entry.name in seen:
+            raise ScalefixError("two output tensors would get this name", tensor=out.entry.name)
+        seen.add(out.entry.name)
+    metadata = {k: v for k, v in bundle.metadata.items() if k != COMFY_METADATA_KEY}
+    metadata.setdefault("format", "pt")
+    if COMFY_METADATA_KEY in bundle.metadata:
+        plan.config_changes.append(f"__metadata__.{COMFY_METADATA_KEY} removed")
+    plan.shards = _pack(outputs, max_shard_bytes, base, single_file, metadata)
+    _plan_config_changes(plan)
+    return plan
+
+
+def _pack(outputs, max_bytes, base, single_file, metadata) -> list[OutShard]:
+    groups: list[list[OutTensor]] = [[]]
+    size = 0
+    for out in outputs:
+        if groups[-1] and not single_file and size + out.entry.nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(out)
+        size += out.entry.nbytes
+    if len(groups) == 1:
+        return [OutShard(f"{base}.safetensors", groups[0], metadata)]
+    n = len(groups)
+    return [OutShard(f"{base}-{i + 1:05d}-of-{n:05d}.safetensors", g, metadata)
+            for i, g in enumerate(groups)]
+
+
+def _plan_config_changes(plan: Plan) -> None:
+    result = plan.classification
+    config = result.bundle.config or {}
+    for where, holder in (("config.json", config), ("config.json:text_config",
+                                                    config.get("text_config"))):
+        if isinstance(holder, dict) and "quantization_config" in holder:
+            plan.config_changes.append(f"{where}: quantization_config removed")
+    if result.bundle.hf_quant_config is not None:
+        plan.config_changes.append("hf_quant_config.json dropped")

@@ -1,0 +1,219 @@
+"""``scalefix rewrite``: the permanent fix, streaming and atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ScalefixError
+from ..formats import classify, open_bundle
+from ..formats.bundle import INDEX_SUFFIX
+from ..formats.dequant import load_scale, row_bytes
+from . import staging as stage
+from .config_edit import copy_other_files, rewritten_config, write_json
+from .plan import Plan, build_plan
+from .progress import Progress, human_bytes
+from .shard_writer import write_shard
+
+
+@dataclass
+class Options:
+    out: Path | None = None
+    out_dtype: str = "bf16"
+    max_shard_bytes: int = 5 * 10 ** 9
+    workers: int = 1
+    resume: bool = False
+    dry_run: bool = False
+    quiet: bool = False
+    progress: bool | None = None      # None: only on a terminal
+
+
+@dataclass
+class Summary:
+    source: str
+    destination: str | None
+    status: str                        # "written" | "nothing-to-do" | "dry-run"
+    counts: dict = field(default_factory=dict)
+    config_changes: list[str] = field(default_factory=list)
+    copied_files: list[str] = field(default_factory=list)
+    shards: int = 0
+    reused_shards: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+
+def default_destination(src: Path, out_dtype: str, single_file: bool) -> Path:
+    if single_file:
+        return src.with_name(f"{src.stem}-{out_dtype}.safetensors")
+    root = src if src.is_dir() else src.parent
+    return root.with_name(f"{root.name}-{out_dtype}")
+
+
+def _check_destination(src_root: Path, src: Path, dst: Path, single_file: bool) -> None:
+    real_dst = dst.resolve()
+    if single_file:
+        if real_dst == src.resolve():
+            raise ScalefixError("--out is the source file itself", file=dst)
+    else:
+        real_src = src_root.resolve()
+        if real_dst == real_src or real_src in real_dst.parents:
+            raise ScalefixError(f"--out must not be inside the source bundle {src_root}",
+                                file=dst)
+    if dst.exists():
+        raise ScalefixError("already exists: choose another --out or remove it", file=dst)
+    if not dst.parent.is_dir():
+        raise ScalefixError("parent directory does not exist", file=dst)
+
+
+def _base_name(bundle) -> str:
+    if bundle.index_path is not None:
+        return bundle.index_path.name[: -len(INDEX_SUFFIX)]
+    if len(bundle.headers) == 1:
+        name = next(iter(bundle.headers)).name
+        stem = name[: -len(".safetensors")]
+        return stem.split("-00001-of-")[0]
+    return "model"
+
+
+def _validate_inputs(plan: Plan) -> None:
+    """Fail before writing anything: every scale decodes, every weight has its bytes."""
+    for tensor in plan.tensors:
+        qw = tensor.qw
+        if qw is not None:
+            if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
+                raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
+                                    f"logical shape {list(qw.shape)}", file=qw.weight.file,
+                                    tensor=qw.name)
+            load_scale(qw)
+
+
+def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
+    note = note or (lambda msg: None if options.quiet else print(msg, file=sys.stderr))
+    started = time.monotonic()
+    src = Path(src)
+    bundle = open_bundle(src)
+    single_file = bundle.kind == "file"
+    result = classify(bundle)
+    plan = build_plan(result, options.out_dtype, options.max_shard_bytes, _base_name(bundle),
+                      single_file)
+    summary = Summary(str(src), None, "nothing-to-do", plan.counts(), plan.config_changes,
+                      shards=len(plan.shards),
+                      bytes_in=sum(h.file_size for h in bundle.headers.values()),
+                      bytes_out=sum(s.nbytes for s in plan.shards))
+    if plan.nothing_to_do:
+        summary.seconds = time.monotonic() - started
+        return summary
+    dst = Path(options.out) if options.out else default_destination(src, options.out_dtype,
+                                                                    single_file)
+    summary.destination = str(dst)
+    _check_destination(bundle.root, src, dst, single_file)
+    _validate_inputs(plan)
+    if options.dry_run:
+        summary.status = "dry-run"
+        summary.seconds = time.monotonic() - started
+        return summary
+    progress = Progress(sum(t.source.nbytes for t in plan.tensors), "rewrite",
+                        enabled=False if options.quiet else options.progress)
+    try:
+        if single_file:
+            _write_single(plan, dst, progress)
+        else:
+            summary.reused_shards = _write_bundle(plan, dst, options, progress, note, summary)
+    finally:
+        progress.close()
+    summary.status = "written"
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _write_single(plan: Plan, dst: Path, progress: Progress) -> None:
+    (shard,) = plan.shards
+    tmp = dst.with_name(f".{dst.name}.scalefix-partial")
+    try:
+        write_shard(tmp, shard, plan.out_dtype, progress)
+        os.replace(tmp, dst)
+        stage.fsync_dir(dst.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, note,
+                  summary: Summary) -> int:
+    bundle = plan.classification.bundle
+    staging = stage.prepare(dst, options.resume, note)
+    todo, reused = [], 0
+    for shard in plan.shards:
+        fingerprint = plan.shard_fingerprint(shard)
+        header = shard.header()
+        if options.resume and stage.shard_reusable(staging, shard.filename, fingerprint, header,
+                                                   len(header) + shard.nbytes):
+            reused += 1
+            progress.advance(sum(t.source.nbytes for t in shard.tensors))
+        else:
+            todo.append((shard, fingerprint))
+    if options.resume and reused:
+        note(f"resuming: {reused} finished shard(s) checked and reused")
+
+    def work(item):
+        shard, fingerprint = item
+        write_shard(staging / f".{shard.filename}.tmp", shard, plan.out_dtype, progress)
+        stage.commit_shard(staging, shard.filename, fingerprint)
+
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        for _ in pool.map(work, todo):
+            pass
+    summary.copied_files = copy_other_files(bundle, staging)
+    if bundle.config is not None:
+        write_json(staging / "config.json", rewritten_config(bundle.config, plan.out_dtype))
+    if len(plan.shards) > 1:  # the index goes in last
+        weight_map = {t.entry.name: s.filename for s in plan.shards for t in s.tensors}
+        index = {"metadata": {"total_size": sum(s.nbytes for s in plan.shards)},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        base = plan.shards[0].filename.split("-00001-of-")[0]
+        write_json(staging / f"{base}{INDEX_SUFFIX}", index)
+    stage.finish(staging, dst)
+    return reused
+
+
+def render_summary(summary: Summary) -> str:
+    if summary.status == "nothing-to-do":
+        return (f"{summary.source}: nothing to do: no quantized weights, scales or "
+                "quantization config (already clean)")
+    counts = summary.counts
+    lines = [f"{'would write' if summary.status == 'dry-run' else 'wrote'} "
+             f"{summary.destination}  ({summary.shards} shard(s), "
+             f"{human_bytes(summary.bytes_out)} from {human_bytes(summary.bytes_in)})"]
+    for scheme, n in sorted(counts["dequantized"].items()):
+        lines.append(f"  dequantized {n:6d}  {scheme}")
+    if counts["cast_without_scale"]:
+        lines.append(f"  decoded {counts['cast_without_scale']:8d}  FP8 weights without a scale"
+                     " (scale 1)")
+    lines.append(f"  copied {counts['copied']:9d}  tensors, byte for byte")
+    for why, n in sorted(counts["dropped"].items()):
+        lines.append(f"  dropped {n:8d}  {why}")
+    for change in summary.config_changes:
+        lines.append(f"  {change}")
+    if summary.copied_files:
+        shown = ", ".join(summary.copied_files[:6])
+        lines.append(f"  other files copied: {shown}"
+                     + (f" and {len(summary.copied_files) - 6} more"
+                        if len(summary.copied_files) > 6 else ""))
+    if summary.reused_shards:
+        lines.append(f"  reused {summary.reused_shards} finished shard(s) (--resume)")
+    if summary.seconds and summary.status == "written":
+        rate = summary.bytes_out / summary.seconds
+        lines.append(f"  {summary.seconds:.1f} s, {human_bytes(rate)}/s written")
+    if summary.status == "written":
+        lines.append(f"check it: scalefix verify {summary.source} {summary.destination}")
+    return "\n".join(lines)
+
+
+def summary_json(summary: Summary) -> str:
+    return json.dumps(summary.__dict__, indent=2)
