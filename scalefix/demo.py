@@ -1,4 +1,4 @@
-"""``scalefix demo``: the trap and its diagnosis on a small generated checkpoint.
+"""``scalefix demo``: the trap, its diagnosis and the fix on a small generated checkpoint.
 
 No download: a DeepSeek-V3-style FP8 checkpoint (128x128 block scales, F32 ``weight_scale_inv``,
 a [576, 256] projection whose block count needs ceil division, one scale in another shard)
@@ -18,8 +18,11 @@ from .diagnosis import build_report
 from .diagnosis.render import render
 from .formats import classify, open_bundle
 from .formats.codecs import decode, encode_e4m3, f32_to_bf16
-from .formats.dequant import dequantize
+from .formats.dequant import load_scale
+from .formats.tensor_data import read_raw
 from .formats.writer import Entry, write_safetensors
+from .rewrite.run import Options, render_summary, rewrite
+from .rewrite.verify import render_verify, verify
 
 HIDDEN, FFN, KV_A, VOCAB, LAYERS, BLOCK = 256, 512, 576, 512, 2, 128
 SHOWN = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
@@ -148,8 +151,11 @@ def run_demo(keep: bool = False) -> int:
         how, loaded = _raw_view_of(src)
         print(_stats("original weights", truth[SHOWN]))
         print(_stats(how, loaded))
-        print("  The loader raised no error. Every value is off by the block scale (~1e-4):"
-              "\n  a model built from these weights produces gibberish.")
+        qw = classify(open_bundle(src)).quantized[SHOWN]
+        scales = load_scale(qw)
+        print(f"  The loader raised no error. The block scales ({scales.min():.2g} .. "
+              f"{scales.max():.2g}) were not applied:\n  a model built from these values "
+              "produces gibberish.")
         _section("3. a conversion that forgot the scales (what many converters write)")
         convert_without_scales(src, naive)
         print(f"  {naive}: BF16, quantization_config removed, looks like a normal model")
@@ -157,12 +163,25 @@ def run_demo(keep: bool = False) -> int:
         print(render(build_report(src)))
         _section(f"5. scalefix inspect {naive.name}")
         print(render(build_report(naive)))
-        _section("6. the same tensor decoded by scalefix (FP8 x block scale, BF16 round-to-even)")
-        qw = classify(open_bundle(src)).quantized[SHOWN]
-        fixed = (dequantize(qw, "bf16").astype(np.uint32) << 16).view(np.float32)
-        print(_stats("scalefix.formats.dequant", fixed))
+        fixed_dir = work / "dsv3-bf16-scalefix"
+        _section(f"6. scalefix rewrite {src.name} --out {fixed_dir.name}")
+        print(render_summary(rewrite(src, Options(out=fixed_dir, quiet=True))))
+        tensors = open_bundle(fixed_dir).tensors
+        fixed = (read_raw(tensors[SHOWN]).view(np.uint16).astype(np.uint32) << 16).view(
+            np.float32).reshape(tensors[SHOWN].shape)
+        print(_stats("rewritten BF16", fixed))
         err = np.abs(fixed - truth[SHOWN]).max() / np.abs(truth[SHOWN]).max()
-        print(f"  max error vs the original: {err:.2%} of max |w| (FP8 E4M3 rounding)")
+        print(f"  max error vs the original weights: {err:.2%} of max |w| (FP8 E4M3 rounding)")
+        _section(f"7. scalefix verify {src.name} {fixed_dir.name}")
+        print(render_verify(verify(src, fixed_dir)))
+        _section(f"8. scalefix verify {src.name} {naive.name}")
+        bad = verify(src, naive)
+        lines = render_verify(bad).splitlines()
+        fails = [i for i, line in enumerate(lines) if line.startswith("  FAIL")]
+        if len(fails) > 3:
+            lines[fails[3]:fails[-1] + 1] = [f"  ... and {len(fails) - 3} more FAIL lines"]
+        print("\n".join(lines))
+        print("\n  `scalefix verify` exits 0 on the rewrite and 1 on the scale-less conversion.")
         print("\nNext: `scalefix inspect YOUR_MODEL` tells you which of these you have.")
         if keep:
             print(f"(kept {work})")

@@ -39,6 +39,7 @@ def test_demo_shows_trap_and_diagnosis():
     out = proc.stdout
     assert "verdict: QUANTIZED" in out and "verdict: CONVERTED-WITHOUT-SCALES" in out
     assert "cross-shard pairs" in out and "fix: scalefix rewrite" in out
+    assert "verdict: PASS" in out and "verdict: FAIL (12 failed" in out
 
 
 def test_import_scalefix_formats_is_light():

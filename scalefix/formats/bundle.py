@@ -31,6 +31,7 @@ class Bundle:
     config: dict | None = None
     hf_quant_config: dict | None = None
     unindexed: list[str] = field(default_factory=list)  # in a shard, absent from the index
+    unindexed_shards: list[str] = field(default_factory=list)  # .safetensors beside, not named
 
     @property
     def shards(self) -> list[Path]:
@@ -120,7 +121,10 @@ def _from_index(named: Path, index_path: Path) -> Bundle:
                 tensor=tensor)
         tensors[tensor] = header.tensors[tensor]
     unindexed = sorted(n for h in headers.values() for n in h.tensors if n not in weight_map)
-    bundle = Bundle(named, root, "index", headers, tensors, index_path, index, unindexed=unindexed)
+    named_files = {p.resolve() for p in headers}
+    stray = sorted(p.name for p in root.glob("*.safetensors") if p.resolve() not in named_files)
+    bundle = Bundle(named, root, "index", headers, tensors, index_path, index,
+                    unindexed=unindexed, unindexed_shards=stray)
     _read_configs(bundle)
     return bundle
 

@@ -217,6 +217,11 @@ def _cross_check(result: Classification) -> None:
                 "warning", "ignored-but-scaled",
                 f"{len(listed)} weight(s) named by the config's ignore list carry scales and are "
                 f"treated as quantized (sibling scales win), e.g. {listed[0]!r}"))
+    if result.bundle.unindexed_shards:
+        findings.append(Finding(
+            "warning", "unindexed-shards",
+            f"shard(s) beside the index that it does not name (loaders ignore them): "
+            f"{', '.join(result.bundle.unindexed_shards[:3])}"))
     if result.bundle.unindexed:
         findings.append(Finding(
             "warning", "unindexed-tensors",

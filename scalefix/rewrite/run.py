@@ -94,11 +94,17 @@ def _validate_inputs(plan: Plan) -> None:
 
 
 def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
-    note = note or (lambda msg: None if options.quiet else print(msg, file=sys.stderr))
+    note = note or (lambda msg: print(f"scalefix: {msg}", file=sys.stderr))
     started = time.monotonic()
     src = Path(src)
     bundle = open_bundle(src)
     single_file = bundle.kind == "file"
+    if bundle.unindexed_shards:  # following the index would silently lose them
+        raise ScalefixError(f"shard {bundle.unindexed_shards[0]!r} is missing from the index: "
+                            "fix the index (or move the file away) first", file=bundle.index_path)
+    if bundle.unindexed:
+        raise ScalefixError("is in a shard but missing from the index: fix the index first",
+                            file=bundle.index_path, tensor=bundle.unindexed[0])
     result = classify(bundle)
     plan = build_plan(result, options.out_dtype, options.max_shard_bytes, _base_name(bundle),
                       single_file)
