@@ -65,7 +65,7 @@ def _rewrite(args: argparse.Namespace) -> int:
 
     options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
                       workers=args.workers, resume=args.resume, dry_run=args.dry_run,
-                      quiet=args.quiet or args.json)
+                      quiet=args.quiet or args.json, rename_scales=args.rename_scales)
     summary = rewrite(args.src, options)
     print(summary_json(summary) if args.json else render_summary(summary))
     return 0
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  scalefix rewrite flux2-fp8.safetensors           # -> flux2-fp8-bf16.safetensors\n"
                "  scalefix rewrite SRC --out DST --resume          # after an interrupted run\n"
                "  scalefix rewrite SRC --dry-run                   # what would happen\n"
+               "  scalefix rewrite SRC --rename-scales weight_scale_inv   # FP8 kept, for vLLM < 0.29\n"
                "then: scalefix verify SRC DST")
     rewrite.add_argument("src", metavar="SRC", help="file, shard directory, or index.json")
     rewrite.add_argument("--out", type=Path, help="destination (default: SRC-bf16 beside SRC)")
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "ignored for a single-file SRC)")
     rewrite.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                          help="shards written in parallel (default: min(2, cores))")
+    rewrite.add_argument("--rename-scales", choices=("weight_scale_inv", "weight_scale"),
+                         help="keep FP8; only rename the scale tensors (data copied, not decoded)"
+                              " and adapt quantization_config: weight_scale_inv is what vLLM < "
+                              "0.29's FP8 Marlin path and quant_method fp8 expect")
     rewrite.add_argument("--resume", action="store_true",
                          help="reuse the finished shards of an interrupted run (checked first)")
     rewrite.add_argument("--dry-run", action="store_true", help="plan only; write nothing")

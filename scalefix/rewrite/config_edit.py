@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..errors import ScalefixError
 from ..formats.bundle import Bundle
 
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
@@ -30,7 +31,7 @@ def write_json(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def copy_other_files(bundle: Bundle, staging: Path) -> list[str]:
+def copy_other_files(bundle: Bundle, staging: Path, keep_quant_files: bool = False) -> list[str]:
     """Copy every file and folder beside the checkpoint that is not a weight shard, the index
     or a config scalefix rewrites. Returns what was copied."""
     skip = {p.resolve() for p in bundle.headers}
@@ -38,7 +39,8 @@ def copy_other_files(bundle: Bundle, staging: Path) -> list[str]:
         skip.add(bundle.index_path.resolve())
     copied = []
     for item in sorted(bundle.root.iterdir()):
-        if item.name in NOT_COPIED or item.resolve() in skip or item.name.startswith("."):
+        if item.name == "config.json" or item.resolve() in skip or item.name.startswith(".") \
+                or (item.name in NOT_COPIED and not keep_quant_files):
             continue
         target = staging / item.name
         if item.is_dir():
@@ -47,3 +49,64 @@ def copy_other_files(bundle: Bundle, staging: Path) -> list[str]:
             shutil.copy2(item, target)
         copied.append(item.name)
     return copied
+
+
+REGEX_ONLY = set("*+?[](){}|\\^$")
+
+
+def _module_names(entries: list[str]) -> tuple[list[str], list[str]]:
+    """Ignore-list entries as plain module names (``re:.*lm_head`` -> ``lm_head``), and the
+    regex entries that have no plain form."""
+    plain, lost = [], []
+    for entry in entries:
+        body = entry[3:].removeprefix(".*") if entry.startswith("re:") else entry
+        if body and not REGEX_ONLY & set(body):
+            plain.append(body)
+        else:
+            lost.append(entry)
+    return plain, lost
+
+
+def config_for_scale_naming(config: dict | None, result, target: str):
+    """The quantization_config a loader expects beside scales named ``target``.
+
+    weight_scale_inv is what transformers / vLLM read for ``quant_method: fp8`` (block);
+    weight_scale is what compressed-tensors reads. Returns (new config or None, changes)."""
+    if not config:
+        return None, []
+    new = copy.deepcopy(config)
+    holder = new if "quantization_config" in new else new.get("text_config")
+    if not isinstance(holder, dict) or "quantization_config" not in holder:
+        return None, []
+    qc_old = holder["quantization_config"]
+    quantized = list(result.quantized.values())
+    fmt = "e5m2" if any(q.codec == "e5m2" for q in quantized) else "e4m3"
+    plain, lost = _module_names(result.quant_config.ignore)
+    changes = []
+    if target == "weight_scale_inv" and qc_old.get("quant_method") != "fp8":
+        blocks = {q.geometry.block for q in quantized}
+        if len(blocks) != 1:
+            raise ScalefixError(f"scales tile several block sizes {sorted(blocks)}: no single "
+                                "weight_block_size describes them")
+        (block,) = blocks
+        holder["quantization_config"] = {
+            "quant_method": "fp8", "fmt": fmt, "activation_scheme": "dynamic",
+            "weight_block_size": list(block), "modules_to_not_convert": plain}
+        changes.append(f"quantization_config: {qc_old.get('quant_method')} -> fp8 "
+                       f"(weight_block_size {list(block)})")
+    elif target == "weight_scale" and qc_old.get("quant_method") == "fp8":
+        block = list(qc_old.get("weight_block_size") or [128, 128])
+        holder["quantization_config"] = {
+            "quant_method": "compressed-tensors", "format": "float-quantized",
+            "quantization_status": "compressed",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                "num_bits": 8, "type": "float", "symmetric": True, "dynamic": False,
+                "strategy": "block", "block_structure": block}, "input_activations": {
+                "num_bits": 8, "type": "float", "symmetric": True, "dynamic": True,
+                "strategy": "group", "group_size": block[1]}}},
+            "ignore": plain}
+        changes.append("quantization_config: fp8 -> compressed-tensors (float-quantized, block "
+                       f"{block})")
+    if lost:
+        changes.append(f"ignore entries without a plain module form dropped: {lost}")
+    return (new if changes else None), changes

@@ -26,6 +26,7 @@ DROP_REASONS = {"scale": "scale (applied)", "activation_scale": "activation scal
 class OutTensor:
     entry: Entry
     action: str                      # "copy" | "dequant" | "cast" (FP8 without scale)
+                                     # | "rename" (copied byte for byte under a new name)
     source: TensorInfo
     qw: QuantizedWeight | None = None
 
@@ -56,6 +57,8 @@ class Plan:
     def tensors(self):
         return [t for shard in self.shards for t in shard.tensors]
 
+    new_config: dict | None = None     # config.json to write (None: copy as is)
+
     @property
     def nothing_to_do(self) -> bool:
         return not self.dropped and not self.config_changes and all(
@@ -64,6 +67,7 @@ class Plan:
     def counts(self) -> dict:
         dequant = Counter(t.qw.scheme for t in self.tensors if t.action == "dequant")
         return {"dequantized": dict(dequant),
+                "renamed": sum(t.action == "rename" for t in self.tensors),
                 "cast_without_scale": sum(t.action == "cast" for t in self.tensors),
                 "copied": sum(t.action == "copy" for t in self.tensors),
                 "dropped": dict(Counter(self.dropped.values()))}
@@ -141,3 +145,45 @@ def _plan_config_changes(plan: Plan) -> None:
             plan.config_changes.append(f"{where}: quantization_config removed")
     if result.bundle.hf_quant_config is not None:
         plan.config_changes.append("hf_quant_config.json dropped")
+
+
+RENAMABLE = {"weight_scale_inv": ".weight_scale_inv", "weight_scale": ".weight_scale"}
+
+
+def build_rename_plan(result: Classification, target: str, max_shard_bytes: int, base: str,
+                      single_file: bool) -> Plan:
+    """Keep FP8 as it is; give block/channel/tensor scales the ``target`` name (the
+    permanent fix for loaders that insist on one spelling, e.g. vLLM < 0.29 Marlin)."""
+    if target not in RENAMABLE:
+        raise ScalefixError(f"--rename-scales takes {' or '.join(RENAMABLE)}, not {target!r}")
+    plan = Plan(result, "keep")
+    bundle = result.bundle
+    renames: dict[str, str] = {}
+    for qw in result.quantized.values():
+        if qw.naming not in RENAMABLE or not qw.name.endswith(".weight"):
+            continue
+        if target == "weight_scale_inv" and qw.geometry.granularity != "block":
+            raise ScalefixError(
+                f"--rename-scales weight_scale_inv is for block-scaled FP8, but this weight is "
+                f"{qw.scheme}: loaders read weight_scale_inv as a block scale",
+                file=qw.weight.file, tensor=qw.name)
+        new = qw.name[: -len(".weight")] + RENAMABLE[target]
+        if new != qw.scale.name:
+            renames[qw.scale.name] = new
+    order = {path: i for i, path in enumerate(bundle.headers)}
+    outputs = []
+    for name, info in sorted(bundle.tensors.items(),
+                             key=lambda kv: (order[kv[1].file], kv[1].offset)):
+        new = renames.get(name, name)
+        outputs.append(OutTensor(Entry(new, info.dtype, info.shape),
+                                 "rename" if new != name else "copy", info))
+    clash = {renames[k] for k in renames} & (set(bundle.tensors) - set(renames))
+    if clash:
+        raise ScalefixError("renaming would overwrite an existing tensor", tensor=sorted(clash)[0])
+    plan.shards = _pack(outputs, max_shard_bytes, base, single_file, dict(bundle.metadata) or
+                        {"format": "pt"})
+    if renames:
+        from .config_edit import config_for_scale_naming
+        plan.new_config, changes = config_for_scale_naming(bundle.config, result, target)
+        plan.config_changes += changes
+    return plan

@@ -16,7 +16,7 @@ from ..formats.bundle import INDEX_SUFFIX
 from ..formats.dequant import load_scale, row_bytes
 from . import staging as stage
 from .config_edit import copy_other_files, rewritten_config, write_json
-from .plan import Plan, build_plan
+from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
 from .shard_writer import write_shard
 
@@ -31,6 +31,11 @@ class Options:
     dry_run: bool = False
     quiet: bool = False
     progress: bool | None = None      # None: only on a terminal
+    rename_scales: str | None = None  # keep FP8, rename scales to this naming
+
+    @property
+    def suffix(self) -> str:
+        return self.rename_scales or self.out_dtype
 
 
 @dataclass
@@ -48,11 +53,11 @@ class Summary:
     seconds: float = 0.0
 
 
-def default_destination(src: Path, out_dtype: str, single_file: bool) -> Path:
+def default_destination(src: Path, suffix: str, single_file: bool) -> Path:
     if single_file:
-        return src.with_name(f"{src.stem}-{out_dtype}.safetensors")
+        return src.with_name(f"{src.stem}-{suffix}.safetensors")
     root = src if src.is_dir() else src.parent
-    return root.with_name(f"{root.name}-{out_dtype}")
+    return root.with_name(f"{root.name}-{suffix}")
 
 
 def _check_destination(src_root: Path, src: Path, dst: Path, single_file: bool) -> None:
@@ -106,8 +111,12 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         raise ScalefixError("is in a shard but missing from the index: fix the index first",
                             file=bundle.index_path, tensor=bundle.unindexed[0])
     result = classify(bundle)
-    plan = build_plan(result, options.out_dtype, options.max_shard_bytes, _base_name(bundle),
-                      single_file)
+    if options.rename_scales:
+        plan = build_rename_plan(result, options.rename_scales, options.max_shard_bytes,
+                                 _base_name(bundle), single_file)
+    else:
+        plan = build_plan(result, options.out_dtype, options.max_shard_bytes,
+                          _base_name(bundle), single_file)
     summary = Summary(str(src), None, "nothing-to-do", plan.counts(), plan.config_changes,
                       shards=len(plan.shards),
                       bytes_in=sum(h.file_size for h in bundle.headers.values()),
@@ -115,7 +124,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     if plan.nothing_to_do:
         summary.seconds = time.monotonic() - started
         return summary
-    dst = Path(options.out) if options.out else default_destination(src, options.out_dtype,
+    dst = Path(options.out) if options.out else default_destination(src, options.suffix,
                                                                     single_file)
     summary.destination = str(dst)
     _check_destination(bundle.root, src, dst, single_file)
@@ -175,9 +184,12 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
         for _ in pool.map(work, todo):
             pass
-    summary.copied_files = copy_other_files(bundle, staging)
+    keeps_quantization = plan.out_dtype == "keep"
+    summary.copied_files = copy_other_files(bundle, staging, keep_quant_files=keeps_quantization)
     if bundle.config is not None:
-        write_json(staging / "config.json", rewritten_config(bundle.config, plan.out_dtype))
+        config = (plan.new_config or bundle.config) if keeps_quantization else \
+            rewritten_config(bundle.config, plan.out_dtype)
+        write_json(staging / "config.json", config)
     if len(plan.shards) > 1:  # the index goes in last
         weight_map = {t.entry.name: s.filename for s in plan.shards for t in s.tensors}
         index = {"metadata": {"total_size": sum(s.nbytes for s in plan.shards)},
@@ -190,8 +202,8 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
 
 def render_summary(summary: Summary) -> str:
     if summary.status == "nothing-to-do":
-        return (f"{summary.source}: nothing to do: no quantized weights, scales or "
-                "quantization config (already clean)")
+        return (f"{summary.source}: nothing to do (already clean, or scales already named as "
+                "asked)")
     counts = summary.counts
     lines = [f"{'would write' if summary.status == 'dry-run' else 'wrote'} "
              f"{summary.destination}  ({summary.shards} shard(s), "
@@ -201,6 +213,8 @@ def render_summary(summary: Summary) -> str:
     if counts["cast_without_scale"]:
         lines.append(f"  decoded {counts['cast_without_scale']:8d}  FP8 weights without a scale"
                      " (scale 1)")
+    if counts["renamed"]:
+        lines.append(f"  renamed {counts['renamed']:8d}  scale tensors (data copied byte for byte)")
     lines.append(f"  copied {counts['copied']:9d}  tensors, byte for byte")
     for why, n in sorted(counts["dropped"].items()):
         lines.append(f"  dropped {n:8d}  {why}")

@@ -48,7 +48,7 @@ def write_shard(path: Path, shard: OutShard, out_dtype: str, progress: Progress)
         with open(path, "wb") as fh:
             fh.write(shard.header())
             for tensor in shard.tensors:
-                if tensor.action == "copy":
+                if tensor.action in ("copy", "rename"):
                     _copy(fh, tensor, sources, progress)
                 else:
                     _decode(fh, tensor, out_dtype, sources, progress)
