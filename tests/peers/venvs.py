@@ -1,0 +1,61 @@
+"""Cached virtual environments for real peer tools whose pins conflict with ours (and with
+each other). Built on first use, reused after: ``$SCALEFIX_PEER_CACHE`` or
+``~/.cache/scalefix/peers``; a venv counts only once its ``.complete`` marker is written, so
+an interrupted build is thrown away and rebuilt."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+# torch pinned in the same pip call: an unpinned torch pulls a multi-GB CUDA build.
+PEERS: dict[str, tuple[str, ...]] = {
+    # llmcompressor model_free_ptq / oneshot and transformers FineGrainedFP8Config
+    "writers": ("torch==2.13.0", "llmcompressor==0.14.0.1", "accelerate"),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SCALEFIX_PEER_CACHE") or
+                Path.home() / ".cache" / "scalefix" / "peers")
+
+
+@contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def peer_python(name: str) -> Path:
+    requirements = PEERS[name]
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env_dir = cache_root() / f"{name}-{_digest(version, *requirements)}"
+    python = env_dir / "bin" / "python"
+    with locked(cache_root() / f".{env_dir.name}.lock"):
+        if (env_dir / ".complete").is_file():
+            return python
+        shutil.rmtree(env_dir, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "-q",
+                               "--disable-pip-version-check", *requirements],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+            raise RuntimeError(f"building peer venv {name!r} failed:\n" + "\n".join(tail))
+        (env_dir / ".complete").write_text("\n".join(requirements) + "\n")
+    return python
