@@ -321,6 +321,24 @@ def stacked_experts(root: Path) -> Fixture:
     return fx
 
 
+def modelopt(root: Path) -> Fixture:
+    """NVIDIA ModelOpt FP8: scalar weight_scale F32 + input_scale; hf_quant_config.json."""
+    gen = torch.Generator().manual_seed(11)
+    fx = Fixture(root)
+    t = {}
+    for proj in ("q_proj", "o_proj"):
+        name = f"model.layers.0.self_attn.{proj}.weight"
+        _fp8_pair(fx, t, name, name + "_scale", (256, 128), (), (256, 128), "weight_scale",
+                  "fp8-tensor", gen=gen)
+        t[name[: -len("weight")] + "input_scale"] = torch.tensor(0.01)
+        fx.activation_scales.append(name[: -len("weight")] + "input_scale")
+    _save_index(root, {"model.safetensors": t}, {"model_type": "llama"})
+    (root / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt"},
+        "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None,
+                         "exclude_modules": ["lm_head"]}}))
+    return fx
+
+
 VARIANTS = {
     "dsv3": dsv3,
     "qwen3-bf16-scale": lambda r: qwen3(r, torch.bfloat16),
@@ -335,4 +353,5 @@ VARIANTS = {
     "dsv4": dsv4,
     "gpt-oss": gpt_oss,
     "stacked-experts": stacked_experts,
+    "modelopt": modelopt,
 }

@@ -141,3 +141,12 @@ def test_sampling_reads_little(tmp_path):
     root = bf16_model(tmp_path / "m", {"a.weight": real_looking(gen, 2048, 2048)})
     info = open_bundle(root).tensors["a.weight"]
     assert sig.sample(info).size == sig.SLICES * sig.SLICE_ELEMENTS < info.numel // 100
+
+
+def test_hf_quant_config_is_read(tmp_path, inspect_json):
+    fx = VARIANTS["modelopt"](tmp_path / "m")
+    _, report = inspect_json(fx.path)
+    assert report["config"]["where"] == "hf_quant_config.json"
+    assert report["config"]["quant_method"] == "modelopt"
+    assert report["config"]["summary"]["quant_algo"] == "FP8"
+    assert report["config"]["ignore"] == ["lm_head"]
