@@ -150,3 +150,24 @@ def test_hf_quant_config_is_read(tmp_path, inspect_json):
     assert report["config"]["quant_method"] == "modelopt"
     assert report["config"]["summary"]["quant_algo"] == "FP8"
     assert report["config"]["ignore"] == ["lm_head"]
+
+
+@pytest.mark.parametrize("kind", ["nvfp4", "int8"])
+def test_unsupported_schemes_are_reported_and_refused_by_rewrite(tmp_path, inspect_json, kind,
+                                                                 capsys):
+    from scalefix.cli import main
+    if kind == "nvfp4":  # compressed-tensors nvfp4-pack-quantized
+        tensors = {"l.weight_packed": torch.zeros(64, 32, dtype=torch.uint8),
+                   "l.weight_scale": torch.zeros(64, 4, dtype=torch.float8_e4m3fn),
+                   "l.weight_global_scale": torch.ones(1)}
+    else:  # int8 W8A8 channel scales
+        tensors = {"l.weight": torch.zeros(64, 64, dtype=torch.int8),
+                   "l.weight_scale": torch.ones(64, 1)}
+    root = bf16_model(tmp_path / "m", tensors)
+    code, report = inspect_json(root, "--check")
+    assert code == 1 and report["verdict"]["status"] == "problems"
+    assert {u["tensor"] for u in report["unsupported"]} >= {"l.weight_scale"}
+    assert "unsupported-scheme" in {f["code"] for f in report["findings"]}
+    capsys.readouterr()
+    assert main(["rewrite", str(root), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot dequantize" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -116,9 +116,10 @@ def _findings(result: Classification, evidence) -> list[Finding]:
                            "loaders will use the raw FP8 values (correct only if the scale is 1)"))
     unsupported = [n for n in result.named("unsupported") if n not in result.quantized]
     if unsupported:
-        out.append(Finding("warning", "unsupported-scheme",
-                           f"{len(unsupported)} tensor(s) use a scheme scalefix cannot decode yet,"
-                           f" e.g. {unsupported[0]!r}: {result.reasons[unsupported[0]]}"))
+        out.append(Finding("problem", "unsupported-scheme",
+                           f"{len(unsupported)} tensor(s) use a quantization scheme scalefix "
+                           f"cannot decode yet, e.g. {unsupported[0]!r}: "
+                           f"{result.reasons[unsupported[0]]}"))
     return out
 
 

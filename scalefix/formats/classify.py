@@ -114,10 +114,7 @@ def _pair_scale(result: Classification, name: str, scale: TensorInfo, nibble_ord
                   f"beside unquantized {weight.dtype} weight {weight_key!r}")
             return
         if scale.dtype not in SCALE_DTYPES or not looks_quantized:
-            _mark(result, name, "unsupported",
-                  f"{weight.dtype} weight {weight_key!r} with {scale.dtype} scale")
-            result.roles[weight_key] = "unsupported"
-            result.reasons[weight_key] = f"{weight.dtype} weight with {scale.dtype} scale {name!r}"
+            _unsupported(result, weight, scale, f"{weight.dtype} weight with {scale.dtype} scale")
             return
         qw = _quantized(result, rule.naming, weight, scale, nibble_order)
         if qw is None:
@@ -126,15 +123,20 @@ def _pair_scale(result: Classification, name: str, scale: TensorInfo, nibble_ord
         result.roles[weight_key] = "quantized"
         result.roles[name] = "scale"
         return
-    if any(rule.strict for rule, _ in conventions.scale_candidates(name)) or (
-            scale.dtype == "F8_E8M0" and any(True for _ in conventions.scale_candidates(name))):
-        wanted = next(w for _, w in conventions.scale_candidates(name))
-        _mark(result, name, "orphan_scale", f"no weight {wanted!r} in the bundle")
+    candidates = list(conventions.scale_candidates(name))
+    if candidates and (any(rule.strict for rule, _ in candidates) or scale.dtype == "F8_E8M0"):
+        _mark(result, name, "orphan_scale", f"no weight {candidates[0][1]!r} in the bundle")
 
 
 def _mark(result: Classification, name: str, role: str, why: str) -> None:
     result.roles[name] = role
     result.reasons[name] = why
+
+
+def _unsupported(result: Classification, weight: TensorInfo, scale: TensorInfo, why: str) -> None:
+    """A quantized pair scalefix cannot decode: both tensors flagged, never treated as plain."""
+    _mark(result, weight.name, "unsupported", f"{why} (scale {scale.name!r})")
+    _mark(result, scale.name, "unsupported", f"scale of {weight.name!r}: {why}")
 
 
 def _quantized(result: Classification, naming: str, weight: TensorInfo, scale: TensorInfo,
@@ -155,10 +157,7 @@ def _quantized(result: Classification, naming: str, weight: TensorInfo, scale: T
         packing, preferred = nibble_order, None
     elif codec == "e2m1":
         if scale_codec not in ("e8m0", "e4m3"):
-            _mark(result, scale.name, "unsupported",
-                  f"{weight.dtype} weight {weight.name!r} with {scale.dtype} scale")
-            result.roles[weight.name] = "unsupported"
-            result.reasons[weight.name] = f"{weight.dtype} weight with {scale.dtype} scale"
+            _unsupported(result, weight, scale, f"{weight.dtype} weight with {scale.dtype} scale")
             return None
         shape = tuple(weight.shape) if weight.dtype == "F4" else \
             tuple(weight.shape[:-1]) + (weight.shape[-1] * 2,)
@@ -181,9 +180,8 @@ def _quantized(result: Classification, naming: str, weight: TensorInfo, scale: T
             f"FP4 scale {list(scale.shape)} must hold one value per row and group of columns "
             f"of weight {list(shape)}", file=weight.file, tensor=weight.name)
     if scale_codec == "e4m3":  # NVFP4 needs its global scale; not decoded yet
-        _mark(result, scale.name, "unsupported", f"NVFP4 scale of {weight.name!r}")
-        result.roles[weight.name] = "unsupported"
-        result.reasons[weight.name] = "NVFP4 (FP8 block scale + global scale): not supported yet"
+        _unsupported(result, weight, scale,
+                     "NVFP4 (FP8 block scales + a global scale): not supported yet")
         return None
     return QuantizedWeight(weight, scale, naming, codec, scale_codec, shape, geometry, packing,
                            conventions.dequantized_name(weight.name))
