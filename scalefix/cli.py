@@ -23,6 +23,7 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
   scalefix inspect PATH      what is quantized, where the scales are, what is broken
   scalefix rewrite SRC       write a fixed copy (BF16), streaming, atomic
   scalefix verify SRC DST    prove a converted checkpoint matches its quantized source
+  scalefix status            what `import scalefix.auto` fixes in this environment
   scalefix demo              the whole story on a small generated checkpoint
 """
 
@@ -80,6 +81,23 @@ def _verify(args: argparse.Namespace) -> int:
         plot(report, args.plot)
     print(json.dumps(report, indent=2) if args.json else render_verify(report))
     return 0 if report["ok"] else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .hooks.registry import arm_all, status_table
+
+    if args.arm:
+        arm_all()
+    table = status_table()
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    for row in table:
+        version = f"{row['distribution']} {row['version'] or 'not installed'}"
+        reason = f": {row['reason']}" if row["reason"] else ""
+        print(f"{row['name']:<16} {row['state']:<9} {row['target']} ({version}, affected "
+              f"{row['affected']}){reason}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -172,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--plot", metavar="FILE.png",
                         help="draw error per tensor by layer (needs matplotlib)")
     verify.set_defaults(run=_verify)
+
+    status = commands.add_parser(
+        "status", help="what the runtime fixes (import scalefix.auto) do in this environment",
+        description="Each runtime patch: armed (waiting for its target import), applied, "
+                    "skipped (with the reason: version outside the affected range, bug not "
+                    "present, fixed upstream), failed (with the error) or disabled. This process "
+                    "imports none of the targets, so the patches show as armed; "
+                    "`python -c 'import scalefix.auto, mlx.core, scalefix; print(scalefix.status())'`"
+                    " shows them in a real program.")
+    status.add_argument("--json", action="store_true", help="machine-readable table")
+    status.add_argument("--no-arm", dest="arm", action="store_false",
+                        help="report without arming (shows what `import scalefix.auto` did)")
+    status.set_defaults(run=_status)
 
     demo = commands.add_parser(
         "demo", help="show the trap and the diagnosis on a generated checkpoint",

@@ -287,3 +287,18 @@ def test_staging_dir_not_made_by_scalefix_is_refused(tmp_path, capsys):
     (tmp_path / ".dst.scalefix-partial").mkdir()
     assert rewrite(src, "--out", tmp_path / "dst") == 2
     assert "not made by scalefix" in capsys.readouterr().err
+
+
+def test_progress_bar_draws_rate_and_eta_only_when_enabled():
+    import io
+    from scalefix.rewrite.progress import Progress
+    stream = io.StringIO()
+    bar = Progress(2_000_000, "rewrite", enabled=True, stream=stream)
+    bar.advance(1_000_000)
+    bar.advance(1_000_000)
+    bar.close()
+    out = stream.getvalue()
+    assert "100%" in out and "/s" in out and "ETA" in out and out.endswith("\n")
+    quiet = io.StringIO()
+    Progress(10, "rewrite", stream=quiet).advance(10)  # a StringIO is not a terminal
+    assert quiet.getvalue() == ""

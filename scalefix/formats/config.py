@@ -96,3 +96,14 @@ def ignored_by(module: str, entries: list[str]) -> str | None:
         elif module == entry or module.endswith("." + entry) or entry in module:
             return entry
     return None
+
+
+def without_quantization_config(config: dict) -> dict:
+    """A copy of ``config`` with ``quantization_config`` removed (also under text_config):
+    what a dequantized checkpoint's config must look like."""
+    new = dict(config)
+    new.pop("quantization_config", None)
+    if isinstance(new.get("text_config"), dict):
+        new["text_config"] = {k: v for k, v in new["text_config"].items()
+                              if k != "quantization_config"}
+    return new

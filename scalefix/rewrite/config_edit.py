@@ -10,17 +10,17 @@ from pathlib import Path
 
 from ..errors import ScalefixError
 from ..formats.bundle import Bundle
+from ..formats.config import without_quantization_config
 
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
 NOT_COPIED = {"config.json", "hf_quant_config.json"}
 
 
 def rewritten_config(config: dict, out_dtype: str) -> dict:
-    new = copy.deepcopy(config)
+    new = copy.deepcopy(without_quantization_config(config))
     for holder in (new, new.get("text_config")):
         if not isinstance(holder, dict):
             continue
-        holder.pop("quantization_config", None)
         for key in ("torch_dtype", "dtype"):
             if key in holder or (key == "torch_dtype" and holder is new):
                 holder[key] = TORCH_DTYPE_NAMES[out_dtype]

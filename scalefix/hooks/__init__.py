@@ -1,0 +1,14 @@
+"""Runtime fixes, one module per patch (the contract of shared/design.md):
+
+    TARGET = "exact.module.to.hook"
+    DISTRIBUTION = "pip-distribution-name"
+    AFFECTED = ">=x,<y"                 # versions with the bug; outside: skipped
+    ATTRIBUTES = ("name", ...)          # module attributes apply() replaces
+    def bug_present(module) -> str | None   # None: the bug is there; else why not
+    def apply(module) -> None
+    def revert(module) -> None
+
+The registry below is explicit: a patch exists when it is listed here.
+"""
+
+PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config")

@@ -1,0 +1,70 @@
+"""mlx_lm_config: a stale FP8 ``quantization_config`` must not make mlx-lm reject or
+mis-handle a checkpoint whose weights the ``mlx_load`` hook dequantizes.
+
+mlx-lm raises ``unsupported compressed-tensors format 'float-quantized'`` for llmcompressor
+FP8 checkpoints before loading a single weight. When ``mlx_load`` is applied and will
+dequantize the checkpoint's weights, ``mlx_lm.utils.load_config`` returns the config without
+its ``quantization_config`` (also under ``text_config``): the model loads as the BF16 model
+its weights now are. The MX family (left packed by default) keeps its config: mlx-lm runs it.
+
+Upstream: not fixed. Off: ``SCALEFIX_DISABLE_PATCHES=mlx_lm_config``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+TARGET = "mlx_lm.utils"
+DISTRIBUTION = "mlx-lm"
+AFFECTED = ">=0.20"
+MARK = "__scalefix_patch__"
+ATTRIBUTES = ("load_config",)  # what apply() replaces: restored by the guard if apply fails
+
+
+def bug_present(module) -> str | None:
+    return None if callable(getattr(module, "load_config", None)) else \
+        "mlx_lm.utils has no load_config()"
+
+
+def _mlx_load_applied() -> bool:
+    from .registry import status_table
+    return any(s["name"] == "mlx_load" and s["state"] == "applied" for s in status_table())
+
+
+def fixed_config(config: dict, model_path) -> dict:
+    from ..formats.config import read_quant_config, without_quantization_config
+    from .load_policy import dequantized_by_hooks
+    qc = read_quant_config(config, None)
+    if qc.where is None or not qc.where.startswith("config.json:") or qc.mlx_native:
+        return config
+    if not _mlx_load_applied() or not dequantized_by_hooks(Path(model_path)):
+        return config
+    return without_quantization_config(config)
+
+
+def apply(module) -> None:
+    original = module.load_config
+    if getattr(original, MARK, False):
+        return
+
+    @functools.wraps(original)
+    def load_config(model_path, *args, **kwargs):
+        config = original(model_path, *args, **kwargs)
+        try:
+            return fixed_config(config, model_path)
+        except Exception as exc:
+            print(f"scalefix: mlx_lm_config: config left as is ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return config
+
+    setattr(load_config, MARK, True)
+    load_config.__wrapped__ = original
+    module.load_config = load_config
+
+
+def revert(module) -> None:
+    current = getattr(module, "load_config", None)
+    if getattr(current, MARK, False):
+        module.load_config = current.__wrapped__
