@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="SIZE", help="output shard size limit (default 5GB; "
                                               "ignored for a single-file SRC)")
     rewrite.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                         help="shards written in parallel (default: min(2, cores))")
+                         help="threads reading and decoding in parallel (default: min(2, cores))")
     rewrite.add_argument("--rename-scales", choices=("weight_scale_inv", "weight_scale"),
                          help="keep FP8; only rename the scale tensors (data copied, not decoded)"
                               " and adapt quantization_config: weight_scale_inv is what vLLM < "

@@ -87,9 +87,10 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
     out_dim, cols = geo.out_dim, geo.cols
     ncb = scale.shape[1]
     divisible = cols % bi == 0
-    if divisible:
+    if divisible:  # one gather over [rows, blocks, bi] with index code + 256 * block
         offsets = (np.arange(ncb, dtype=np.uint16 if ncb <= 256 else np.intp) * 256)
         offsets = offsets[None, :, None]
+        index = np.empty((min(bo, n), ncb, bi), dtype=offsets.dtype)
     r, end = row_start, row_start + n
     while r < end:  # rows that share one row of scales
         local = r % out_dim
@@ -99,7 +100,9 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
         seg = codes[r - row_start: seg_end - row_start]
         dst = out[r - row_start: seg_end - row_start]
         if divisible:
-            dst[...] = luts.ravel()[seg.reshape(len(seg), ncb, bi) + offsets].reshape(dst.shape)
+            m = len(seg)
+            np.add(seg.reshape(m, ncb, bi), offsets, out=index[:m])
+            np.take(luts.ravel(), index[:m], out=dst.reshape(m, ncb, bi), mode="clip")
         else:
             for j in range(ncb):
                 dst[:, j * bi:(j + 1) * bi] = luts[j][seg[:, j * bi:(j + 1) * bi]]

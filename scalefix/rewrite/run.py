@@ -136,10 +136,12 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     progress = Progress(sum(t.source.nbytes for t in plan.tensors), "rewrite",
                         enabled=False if options.quiet else options.progress)
     try:
-        if single_file:
-            _write_single(plan, dst, progress)
-        else:
-            summary.reused_shards = _write_bundle(plan, dst, options, progress, note, summary)
+        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+            if single_file:
+                _write_single(plan, dst, progress, pool)
+            else:
+                summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
+                                                      summary, pool)
     finally:
         progress.close()
     summary.status = "written"
@@ -147,11 +149,11 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     return summary
 
 
-def _write_single(plan: Plan, dst: Path, progress: Progress) -> None:
+def _write_single(plan: Plan, dst: Path, progress: Progress, pool) -> None:
     (shard,) = plan.shards
     tmp = dst.with_name(f".{dst.name}.scalefix-partial")
     try:
-        write_shard(tmp, shard, plan.out_dtype, progress)
+        write_shard(tmp, shard, plan.out_dtype, progress, pool)
         os.replace(tmp, dst)
         stage.fsync_dir(dst.parent)
     finally:
@@ -160,7 +162,7 @@ def _write_single(plan: Plan, dst: Path, progress: Progress) -> None:
 
 
 def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, note,
-                  summary: Summary) -> int:
+                  summary: Summary, pool) -> int:
     bundle = plan.classification.bundle
     staging = stage.prepare(dst, options.resume, note)
     todo, reused = [], 0
@@ -176,14 +178,9 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
     if options.resume and reused:
         note(f"resuming: {reused} finished shard(s) checked and reused")
 
-    def work(item):
-        shard, fingerprint = item
-        write_shard(staging / f".{shard.filename}.tmp", shard, plan.out_dtype, progress)
+    for shard, fingerprint in todo:  # one shard at a time; its chunks use every worker
+        write_shard(staging / f".{shard.filename}.tmp", shard, plan.out_dtype, progress, pool)
         stage.commit_shard(staging, shard.filename, fingerprint)
-
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        for _ in pool.map(work, todo):
-            pass
     keeps_quantization = plan.out_dtype == "keep"
     summary.copied_files = copy_other_files(bundle, staging, keep_quant_files=keeps_quantization)
     if bundle.config is not None:
