@@ -11,4 +11,4 @@
 The registry below is explicit: a patch exists when it is listed here.
 """
 
-PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config")
+PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config", "jang_quant_config")
