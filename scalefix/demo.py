@@ -115,7 +115,7 @@ def convert_without_scales(src: Path, dst: Path) -> None:
 
 def _stats(label: str, values: np.ndarray) -> str:
     v = values.astype(np.float32).ravel()
-    return (f"  {label:<34} max |w| = {np.abs(v).max():9.4g}   first values "
+    return (f"  {label:<44} max |w| = {np.abs(v).max():9.4g}   first values "
             + " ".join(f"{x:+.4g}" for x in v[:4]))
 
 
@@ -139,6 +139,22 @@ def _raw_view_of(src: Path) -> tuple[str, np.ndarray]:
         return "FP8 read without its scale", decode(raw, "e4m3")
 
 
+def _runtime_fix_view(src: Path) -> tuple[str, np.ndarray] | None:
+    """The same mx.load call with scalefix's runtime fix applied (None without MLX)."""
+    try:
+        import mlx.core as mx
+    except ImportError:
+        return None
+    from . import patch_all, unpatch_all
+    patch_all()
+    try:
+        shard = open_bundle(src).tensors[SHOWN].file
+        array = mx.load(str(shard))[SHOWN]
+        return f"scalefix.auto + mx.load -> {array.dtype}", np.array(array.astype(mx.float32))
+    finally:
+        unpatch_all()
+
+
 def run_demo(keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="scalefix-demo-"))
     try:
@@ -151,11 +167,15 @@ def run_demo(keep: bool = False) -> int:
         how, loaded = _raw_view_of(src)
         print(_stats("original weights", truth[SHOWN]))
         print(_stats(how, loaded))
+        fixed_at_load = _runtime_fix_view(src)
+        if fixed_at_load:
+            print(_stats(*fixed_at_load))
         qw = classify(open_bundle(src)).quantized[SHOWN]
         scales = load_scale(qw)
         print(f"  The loader raised no error. The block scales ({scales.min():.2g} .. "
               f"{scales.max():.2g}) were not applied:\n  a model built from these values "
-              "produces gibberish.")
+              "produces gibberish." + ("\n  With `import scalefix.auto` the same mx.load call "
+                                       "returns the scaled BF16 weights." if fixed_at_load else ""))
         _section("3. a conversion that forgot the scales (what many converters write)")
         convert_without_scales(src, naive)
         print(f"  {naive}: BF16, quantization_config removed, looks like a normal model")
