@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 # kind pattern -> (script, base kind or None, extra args)
 RECIPES = [
     (r"tiny-(llama|qwen3)-bf16", lambda m: ("make_tiny.py", None, [m[1]])),
+    (r"tiny-dsv3-bf16", lambda m: ("make_tiny.py", None, ["deepseek_v3"])),
     (r"(llama|qwen3)-mfp-fp8-(block|dynamic)",
      lambda m: ("write_model_free_ptq.py", f"tiny-{m[1]}-bf16", [f"FP8_{m[2].upper()}"])),
     (r"(llama|qwen3)-hf-fp8", lambda m: ("write_hf_fp8.py", f"tiny-{m[1]}-bf16", [])),
