@@ -95,7 +95,7 @@ def _status(args: argparse.Namespace) -> int:
     for row in table:
         version = f"{row['distribution']} {row['version'] or 'not installed'}"
         reason = f": {row['reason']}" if row["reason"] else ""
-        print(f"{row['name']:<16} {row['state']:<9} {row['target']} ({version}, affected "
+        print(f"{row['name']:<18} {row['state']:<9} {row['target']} ({version}, affected "
               f"{row['affected']}){reason}")
     return 0
 

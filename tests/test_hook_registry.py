@@ -99,5 +99,6 @@ def test_status_cli():
     proc = subprocess.run([sys.executable, "-m", "scalefix", "status", "--json"],
                           capture_output=True, text=True)
     rows = json.loads(proc.stdout)
-    assert {r["name"] for r in rows} == {"mlx_load", "mlx_lm_config", "jang_quant_config"}
+    assert {r["name"] for r in rows} == {"mlx_load", "mlx_lm_config", "jang_quant_config",
+                                         "vllm_marlin"}
     assert all(r["state"] == "armed" for r in rows)

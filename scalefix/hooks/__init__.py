@@ -4,6 +4,7 @@
     DISTRIBUTION = "pip-distribution-name"
     AFFECTED = ">=x,<y"                 # versions with the bug; outside: skipped
     ATTRIBUTES = ("name", ...)          # module attributes apply() replaces
+    FIXED_IN = "x.y"                    # optional: first upstream release with the fix
     def bug_present(module) -> str | None   # None: the bug is there; else why not
     def apply(module) -> None
     def revert(module) -> None
@@ -11,4 +12,4 @@
 The registry below is explicit: a patch exists when it is listed here.
 """
 
-PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config", "jang_quant_config")
+PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config", "jang_quant_config", "vllm_marlin")

@@ -77,6 +77,9 @@ def _version_reason(patch, version: str | None) -> str | None:
             return None
     except InvalidVersion:
         return None
+    fixed_in = getattr(patch, "FIXED_IN", None)
+    if fixed_in and Version(version) >= Version(fixed_in):
+        return f"fixed upstream in {patch.DISTRIBUTION} {fixed_in} (installed {version})"
     return f"{patch.DISTRIBUTION} {version} is outside {patch.AFFECTED}"
 
 
@@ -104,6 +107,10 @@ def on_import(name: str, module) -> None:
                     setattr(module, attr, original)
                 except Exception:
                     pass
+            try:
+                patch_module(name).revert(module)
+            except Exception:
+                pass
         debug(f"{name}: {status.state}{': ' + status.reason if status.reason else ''}")
 
 

@@ -15,6 +15,7 @@ from ..formats import classify, open_bundle
 from ..formats.bundle import INDEX_SUFFIX
 from ..formats.dequant import load_scale, row_bytes
 from . import staging as stage
+from .allocator import reuse_large_buffers
 from .config_edit import copy_other_files, rewritten_config, write_json
 from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
@@ -133,6 +134,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         summary.status = "dry-run"
         summary.seconds = time.monotonic() - started
         return summary
+    reuse_large_buffers()
     progress = Progress(sum(t.source.nbytes for t in plan.tensors), "rewrite",
                         enabled=False if options.quiet else options.progress)
     try:

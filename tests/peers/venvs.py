@@ -18,6 +18,14 @@ from pathlib import Path
 PEERS: dict[str, tuple[str, ...]] = {
     # llmcompressor model_free_ptq / oneshot and transformers FineGrainedFP8Config
     "writers": ("torch==2.13.0", "llmcompressor==0.14.0.1", "accelerate"),
+    # vLLM's own code on CPU (pins torch 2.13.0 and compressed-tensors 0.17); wrapt and
+    # packaging so scalefix runs there from the source tree (PYTHONPATH)
+    "vllm": ("vllm==0.27.0", "wrapt", "packaging"),
+}
+# pip commands run after the install (vLLM's torchvision/torchaudio/torchcodec fail to
+# import beside the CPU torch, and vLLM imports them when present)
+AFTER_INSTALL: dict[str, tuple[tuple[str, ...], ...]] = {
+    "vllm": (("uninstall", "-y", "torchvision", "torchaudio", "torchcodec"),),
 }
 
 
@@ -43,8 +51,9 @@ def _digest(*parts: str) -> str:
 
 def peer_python(name: str) -> Path:
     requirements = PEERS[name]
+    after = AFTER_INSTALL.get(name, ())
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env_dir = cache_root() / f"{name}-{_digest(version, *requirements)}"
+    env_dir = cache_root() / f"{name}-{_digest(version, *requirements, *map(' '.join, after))}"
     python = env_dir / "bin" / "python"
     with locked(cache_root() / f".{env_dir.name}.lock"):
         if (env_dir / ".complete").is_file():
@@ -57,5 +66,8 @@ def peer_python(name: str) -> Path:
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
             raise RuntimeError(f"building peer venv {name!r} failed:\n" + "\n".join(tail))
+        for step in after:
+            subprocess.run([str(python), "-m", "pip", "-q", "--disable-pip-version-check",
+                            *step], capture_output=True, text=True, check=True)
         (env_dir / ".complete").write_text("\n".join(requirements) + "\n")
     return python

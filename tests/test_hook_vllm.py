@@ -1,0 +1,66 @@
+"""``vllm_marlin`` against vLLM 0.27.0's real code on CPU, in its own cached venv (it pins
+torch and compressed-tensors versions our test venv cannot share). GPU-only steps are
+stubbed, and the script says which."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .peers.venvs import peer_python
+
+pytestmark = pytest.mark.peers
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).parent / "peers" / "scripts" / "vllm_marlin_layer.py"
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    try:
+        return peer_python("vllm")
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"vLLM 0.27 venv unavailable: {exc}")
+        pytest.skip(f"vLLM 0.27 venv unavailable: {str(exc).splitlines()[0]}")
+
+
+def run(python, *args, **env):
+    proc = subprocess.run([str(python), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_marlin_block_scale_lookup(vllm_python, real_writer):
+    art = real_writer("llama-mfp-fp8-block")
+    plain = run(vllm_python, SCRIPT, art)
+    assert plain["kernel"] == "MarlinFP8ScaledMMLinearKernel"
+    assert "weight_scale" in plain["params_before"]
+    assert plain["ok"] is False and "weight_scale_inv" in plain["error"]
+    armed = run(vllm_python, SCRIPT, art, "armed")
+    assert armed["ok"] is True and armed["scale_reached_kernel"] is True
+    assert armed["status"]["vllm_marlin"] == "applied"
+    assert "weight_scale_inv" in armed["params_after"]
+
+
+def test_fixed_versions_are_skipped(vllm_python):
+    code = ("import scalefix.hooks.registry as r; r.installed_version = lambda d: '0.29.0'; "
+            "import scalefix.auto, json, scalefix; "
+            "import vllm.model_executor.kernels.linear.scaled_mm.marlin as m; "
+            "print(json.dumps({s['name']: s for s in scalefix.status()}['vllm_marlin']))")
+    status = run(vllm_python, "-c", code)
+    assert status["state"] == "skipped"
+    assert status["reason"] == "fixed upstream in vllm 0.29 (installed 0.29.0)"
+
+
+def test_hook_order_and_revert_in_vllm(vllm_python):
+    code = ("import vllm.model_executor.kernels.linear.scaled_mm.marlin as m; "
+            "orig = m.MarlinFP8ScaledMMLinearKernel.__dict__['process_weights_after_loading']; "
+            "import scalefix, scalefix.auto, json; scalefix.patch_all(); "
+            "cur = m.MarlinFP8ScaledMMLinearKernel.__dict__['process_weights_after_loading']; "
+            "once = cur.__wrapped__ is orig; scalefix.unpatch_all(); "
+            "back = m.MarlinFP8ScaledMMLinearKernel.__dict__['process_weights_after_loading'] is orig; "
+            "print(json.dumps([once, back]))")
+    assert run(vllm_python, "-c", code) == [True, True]
