@@ -1,6 +1,7 @@
 """Command line: ``scalefix`` / ``python -m scalefix``.
 
-Exit codes: 0 success, 1 a problem was found (``inspect --check``), 2 bad input or usage.
+Exit codes: 0 success, 1 a problem was found (``verify``, ``inspect --check``), 2 bad input or
+usage.
 Errors are one line naming the file and tensor; ``--debug`` shows the traceback.
 """
 
@@ -24,12 +25,13 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
   scalefix rewrite SRC       write a fixed copy (BF16), streaming, atomic
   scalefix verify SRC DST    prove a converted checkpoint matches its quantized source
   scalefix status            what `import scalefix.auto` fixes in this environment
+  scalefix patch-install APP permanent fix of an installed app's jang_tools (vMLX)
   scalefix demo              the whole story on a small generated checkpoint
 """
 
 EPILOG = """\
 PATH is a .safetensors file, a directory of shards, or a model.safetensors.index.json.
-Exit codes: 0 ok, 1 a problem was found (with --check), 2 bad input or usage.
+Exit codes: 0 ok, 1 a problem was found (verify failed, inspect --check), 2 bad input or usage.
 """
 
 
@@ -97,6 +99,21 @@ def _status(args: argparse.Namespace) -> int:
         reason = f": {row['reason']}" if row["reason"] else ""
         print(f"{row['name']:<18} {row['state']:<9} {row['target']} ({version}, affected "
               f"{row['affected']}){reason}")
+    return 0
+
+
+def _patch_install(args: argparse.Namespace) -> int:
+    from .install.patch_install import patch_install
+
+    outcomes, notes = patch_install(args.target, dry_run=args.dry_run, revert=args.revert,
+                                    hook=args.hook)
+    for outcome in outcomes:
+        print(f"{outcome.path}: {outcome.state}" + (f" ({outcome.detail})" if outcome.detail
+                                                    else ""))
+        if args.dry_run and outcome.diff:
+            print(outcome.diff, end="")
+    for note in notes:
+        print(note)
     return 0
 
 
@@ -204,11 +221,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report without arming (shows what `import scalefix.auto` did)")
     status.set_defaults(run=_status)
 
+    install = commands.add_parser(
+        "patch-install", help="fix an installed app's jang_tools on disk (e.g. vMLX.app)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Finds every jang_tools/load_jangtq.py below TARGET and inserts, at the "
+                    "start of _patch_quant_config_inplace, a guard that leaves a config with "
+                    "per-module quantization overrides untouched (the bug that makes vMLX load "
+                    "zero experts). Located by parsing the source; a file whose function is "
+                    "missing or has an unknown shape is reported and left alone. The original "
+                    "is kept next to the file; --revert restores it byte for byte.",
+        epilog="examples:\n"
+               "  scalefix patch-install /Applications/vMLX.app --dry-run   # show the diff\n"
+               "  scalefix patch-install /Applications/vMLX.app\n"
+               "  scalefix patch-install /Applications/vMLX.app --revert\n"
+               "  scalefix patch-install ~/venvs/app/bin/python --hook      # + import scalefix.auto"
+               " at start-up\n"
+               "Exit 2 on refusal: TARGET missing, read-only install, unrecognised function, a "
+               "file changed since it was patched (--revert).")
+    install.add_argument("target", metavar="TARGET",
+                         help="app bundle, site-packages directory, or Python executable")
+    install.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+    install.add_argument("--revert", action="store_true", help="restore the originals")
+    install.add_argument("--hook", action="store_true",
+                         help="also add scalefix.pth to that interpreter (scalefix must be "
+                              "installed there)")
+    install.set_defaults(run=_patch_install)
+
     demo = commands.add_parser(
-        "demo", help="show the trap and the diagnosis on a generated checkpoint",
+        "demo", help="the trap, the diagnosis and the fixes on a generated checkpoint",
         description="Builds a small DeepSeek-V3-style FP8 checkpoint in a temporary directory "
                     "(no download), shows what a scale-unaware loader returns, a conversion "
-                    "that went wrong, and what `scalefix inspect` says about each.")
+                    "that went wrong, what `scalefix inspect` says about each, the runtime fix "
+                    "(when MLX is installed), `scalefix rewrite` and `scalefix verify`.")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
     demo.set_defaults(run=_demo)
     return parser

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,17 +60,30 @@ def test_applied_once_and_exact_revert():
     assert status["mlx_load"]["state"] == "reverted"
 
 
-def test_a_hook_that_raises_leaves_the_target_working():
-    code = ("import scalefix.hooks.mlx_load as m\n"
-            "def boom(module):\n    module.load = None\n    raise RuntimeError('boom')\n"
+HOOK_TARGETS = {  # patch -> (target import, attribute apply() replaces, call after import)
+    "mlx_load": ("mlx.core", "load",
+                 "mx = target; mx.save_safetensors('/tmp/_sf_t.safetensors', {'a': mx.ones(2)}); "
+                 "assert target.load('/tmp/_sf_t.safetensors')['a'].tolist() == [1.0, 1.0]"),
+    "mlx_lm_config": ("mlx_lm.utils", "load_config", "assert callable(target.load_config)"),
+    "jang_quant_config": ("jang_tools.load_jangtq", "_patch_quant_config_inplace",
+                          "assert target._patch_quant_config_inplace('.', {'quantization': {}})"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOOK_TARGETS))
+def test_a_hook_that_raises_leaves_the_target_working(name):
+    target, attr, use = HOOK_TARGETS[name]
+    code = (f"import importlib, scalefix.hooks.{name} as m\n"
+            f"def boom(module):\n    setattr(module, {attr!r}, None)\n"
+            f"    raise RuntimeError('boom')\n"
             "m.apply = boom\n"
-            "import scalefix.auto\nimport mlx.core as mx\n"
-            "assert callable(mx.load) and not hasattr(mx.load, '__scalefix_patch__')\n"
-            "mx.save_safetensors('/tmp/_sf_t.safetensors', {'a': mx.ones(2)})\n"
-            "assert mx.load('/tmp/_sf_t.safetensors')['a'].tolist() == [1.0, 1.0]\n" + STATUS)
-    status, _ = run(code)
-    assert status["mlx_load"]["state"] == "failed"
-    assert status["mlx_load"]["reason"] == "RuntimeError: boom"
+            f"import scalefix.auto\ntarget = importlib.import_module({target!r})\n"
+            f"assert not hasattr(getattr(target, {attr!r}), '__scalefix_patch__')\n"
+            f"{use}\n" + STATUS)
+    old_jang = str(Path(__file__).parent / "old_jang")
+    status, _ = run(code, PYTHONPATH=old_jang)
+    assert status[name]["state"] == "failed"
+    assert status[name]["reason"] == "RuntimeError: boom"
 
 
 def test_kill_switches():

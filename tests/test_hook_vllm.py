@@ -64,3 +64,18 @@ def test_hook_order_and_revert_in_vllm(vllm_python):
             "back = m.MarlinFP8ScaledMMLinearKernel.__dict__['process_weights_after_loading'] is orig; "
             "print(json.dumps([once, back]))")
     assert run(vllm_python, "-c", code) == [True, True]
+
+
+def test_upstream_diff_applies_to_vllm_0_27(vllm_python, tmp_path):
+    rel = Path("vllm/model_executor/kernels/linear/scaled_mm/marlin.py")
+    site = run(vllm_python, "-c", "import json, sysconfig; "
+               "print(json.dumps(sysconfig.get_paths()['purelib']))")
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_bytes((Path(site) / rel).read_bytes())
+    diff = REPO / "scalefix" / "patches" / "vllm-0.27-marlin-block-scale-name.diff"
+    proc = subprocess.run(["git", "apply", str(diff)], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    patched = (tmp_path / rel).read_text()
+    compile(patched, str(rel), "exec")
+    assert 'layer._parameters.pop("weight_scale")' in patched

@@ -1,0 +1,1 @@
+"""Permanent source fixes of installed apps (``scalefix patch-install``)."""
