@@ -8,35 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from scalefix.cli import main
+
+from .mlx_logits import logits, same_bits
 
 pytestmark = pytest.mark.peers
 pytest.importorskip("mlx_lm")
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = """
-import sys, numpy as np
-{prelude}
-import mlx.core as mx
-from mlx_lm import load
-model, _ = load(sys.argv[1])
-out = model(mx.array([[1001, 5, 17, 256, 999, 3, 42, 7]]))
-mx.eval(out)
-np.save(sys.argv[2], np.array(out.astype(mx.float32)))
-"""
 FAILURES = {"hf-fp8": "parameters not in model",
             "mfp-fp8-block": "unsupported compressed-tensors format",
             "mfp-fp8-dynamic": "unsupported compressed-tensors format"}
-
-
-def logits(path, out, prelude="", **env):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(prelude=prelude), str(path),
-                           str(out)], capture_output=True, text=True,
-                          env={**os.environ, **env})
-    return proc, (np.load(out) if proc.returncode == 0 else None)
 
 
 @pytest.fixture(params=[(a, w) for a in ("llama", "qwen3") for w in FAILURES],
@@ -54,7 +38,7 @@ def test_scalefix_auto_makes_mlx_lm_load_correctly(case, tmp_path):
     writer, src, reference = case
     proc, got = logits(src, tmp_path / "got.npy", prelude="import scalefix.auto")
     assert proc.returncode == 0, proc.stderr
-    assert np.array_equal(got.view(np.uint32), reference.view(np.uint32))
+    assert same_bits(got, reference)
 
 
 def test_without_scalefix_mlx_lm_fails(case, tmp_path):
@@ -71,7 +55,7 @@ def test_sitecustomize_drop_in_and_kill_switch(real_writer, tmp_path):
     site = str(REPO / "sitecustomize_example")
     proc, got = logits(src, tmp_path / "got.npy", PYTHONPATH=site)
     assert proc.returncode == 0, proc.stderr
-    assert np.array_equal(got.view(np.uint32), reference.view(np.uint32))
+    assert same_bits(got, reference)
     proc, _ = logits(src, tmp_path / "off.npy", PYTHONPATH=site, SCALEFIX_DISABLE="1")
     assert proc.returncode != 0 and "unsupported compressed-tensors format" in proc.stderr
 

@@ -3,9 +3,6 @@
 are named ``weight_scale`` (scalefix must fix it). One scale sits in the other shard."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,24 +11,14 @@ from safetensors.torch import load_file, save_file
 
 from scalefix.cli import main
 
+from .mlx_logits import logits as mlx_logits, same_bits
+
 pytestmark = pytest.mark.peers
 pytest.importorskip("mlx_lm")
 
 PROJ = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
         "up_proj", "down_proj")
 CROSS = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
-SCRIPT = """
-import sys, numpy as np
-{prelude}
-import mlx.core as mx
-from mlx_lm import load
-model, _ = load(sys.argv[1])
-out = model(mx.array([[1001, 5, 17, 256, 999, 3, 42, 7]]))
-mx.eval(out)
-np.save(sys.argv[2], np.array(out.astype(mx.float32)))
-"""
-
-
 def quantize_blocks(w: torch.Tensor):
     """FP8 E4M3 codes and float32 multipliers per 128x128 block (torch)."""
     rows, cols = -(-w.shape[0] // 128), -(-w.shape[1] // 128)
@@ -73,14 +60,13 @@ def fp8_dsv3(base, root, naming):
 
 
 def logits(path, out, prelude=""):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(prelude=prelude), str(path),
-                           str(out)], capture_output=True, text=True)
+    proc, values = mlx_logits(path, out, prelude)
     assert proc.returncode == 0, proc.stderr
-    return np.load(out)
+    return values
 
 
 def same(a, b):
-    return np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    return same_bits(a, b)
 
 
 @pytest.fixture(scope="module")

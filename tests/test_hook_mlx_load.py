@@ -2,10 +2,6 @@
 dequantized bit-exact, MX-family checkpoints unchanged by default, scales dropped, and
 everything else exactly as plain ``mx.load``."""
 
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

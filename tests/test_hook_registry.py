@@ -116,3 +116,22 @@ def test_status_cli():
     assert {r["name"] for r in rows} == {"mlx_load", "mlx_lm_config", "jang_quant_config",
                                          "vllm_marlin"}
     assert all(r["state"] == "armed" for r in rows)
+
+
+@pytest.mark.parametrize("name", sorted(HOOK_TARGETS))
+@pytest.mark.parametrize("order", ["arm-then-import", "import-then-arm"])
+def test_each_hook_applies_once_in_both_orders_and_reverts_exactly(name, order):
+    target, attr, _ = HOOK_TARGETS[name]
+    imp = f"import importlib; target = importlib.import_module({target!r})"
+    first, second = ("import scalefix.auto", imp) if order == "arm-then-import" else \
+        (imp, "import scalefix.auto")
+    code = (f"{first}\n{second}\nimport scalefix\n"
+            f"current = getattr(target, {attr!r})\n"
+            "assert getattr(current, '__scalefix_patch__', False)\n"
+            "original = current.__wrapped__\n"
+            "assert not getattr(original, '__scalefix_patch__', False)\n"
+            "scalefix.patch_all(); scalefix.patch_all()\n"
+            f"assert getattr(target, {attr!r}).__wrapped__ is original\n"
+            f"scalefix.unpatch_all(); assert getattr(target, {attr!r}) is original\n" + STATUS)
+    status, _ = run(code, PYTHONPATH=str(Path(__file__).parent / "old_jang"))
+    assert status[name]["state"] == "reverted"

@@ -79,3 +79,16 @@ def test_upstream_diff_applies_to_vllm_0_27(vllm_python, tmp_path):
     patched = (tmp_path / rel).read_text()
     compile(patched, str(rel), "exec")
     assert 'layer._parameters.pop("weight_scale")' in patched
+
+
+def test_a_failing_hook_leaves_vllm_working(vllm_python):
+    code = ("import scalefix.hooks.vllm_marlin as p\n"
+            "def boom(module):\n    raise RuntimeError('boom')\n"
+            "p.apply = boom\nimport scalefix.auto, json, scalefix\n"
+            "import vllm.model_executor.kernels.linear.scaled_mm.marlin as m\n"
+            "k = m.MarlinFP8ScaledMMLinearKernel.__dict__['process_weights_after_loading']\n"
+            "print(json.dumps([hasattr(k, '__scalefix_patch__'), "
+            "{s['name']: s for s in scalefix.status()}['vllm_marlin']]))")
+    ours, status = run(vllm_python, "-c", code)
+    assert ours is False and status["state"] == "failed"
+    assert status["reason"] == "RuntimeError: boom"

@@ -3,7 +3,6 @@ FP8 without scale, ignore lists vs sibling scales, --check exit codes."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file

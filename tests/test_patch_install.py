@@ -10,7 +10,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import sysconfig
 import venv
 from pathlib import Path
 

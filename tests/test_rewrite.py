@@ -3,15 +3,12 @@ loader; drops, copies, configs, atomicity, resume, refusals."""
 
 import hashlib
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open

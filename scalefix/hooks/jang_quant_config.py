@@ -15,14 +15,13 @@ Off: ``SCALEFIX_DISABLE_PATCHES=jang_quant_config``. Permanent fix of an install
 
 from __future__ import annotations
 
-import functools
+from .wrapping import unwrap, wrap
 
 TARGET = "jang_tools.load_jangtq"
 DISTRIBUTION = "jang"
 AFFECTED = ">=0"   # every release that defines the function; the probe below decides
 FUNCTION = "_patch_quant_config_inplace"
 ATTRIBUTES = (FUNCTION,)
-MARK = "__scalefix_patch__"
 QUANT_KEYS = ("quantization", "quantization_config")
 
 
@@ -48,25 +47,18 @@ def per_module_overrides(model_config) -> dict[str, int]:
 
 
 def apply(module) -> None:
-    original = getattr(module, FUNCTION)
-    if getattr(original, MARK, False):
-        return
+    def make_wrapper(original):
+        def guarded(model_path, model_config, *args, **kwargs):
+            overrides = per_module_overrides(model_config)
+            if overrides:
+                return {"patched": False, "skipped_by": "scalefix",
+                        "reason": "config already has per-module quantization overrides; "
+                                  "left untouched", "per_module_overrides": overrides}
+            return original(model_path, model_config, *args, **kwargs)
+        return guarded
 
-    @functools.wraps(original)
-    def guarded(model_path, model_config, *args, **kwargs):
-        overrides = per_module_overrides(model_config)
-        if overrides:
-            return {"patched": False, "skipped_by": "scalefix",
-                    "reason": "config already has per-module quantization overrides; "
-                              "left untouched", "per_module_overrides": overrides}
-        return original(model_path, model_config, *args, **kwargs)
-
-    setattr(guarded, MARK, True)
-    guarded.__wrapped__ = original
-    setattr(module, FUNCTION, guarded)
+    wrap(module, FUNCTION, make_wrapper)
 
 
 def revert(module) -> None:
-    current = getattr(module, FUNCTION, None)
-    if getattr(current, MARK, False):
-        setattr(module, FUNCTION, current.__wrapped__)
+    unwrap(module, FUNCTION)

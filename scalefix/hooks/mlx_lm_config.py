@@ -12,14 +12,14 @@ Upstream: not fixed. Off: ``SCALEFIX_DISABLE_PATCHES=mlx_lm_config``.
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
+
+from .wrapping import unwrap, wrap
 
 TARGET = "mlx_lm.utils"
 DISTRIBUTION = "mlx-lm"
 AFFECTED = ">=0.20"
-MARK = "__scalefix_patch__"
 ATTRIBUTES = ("load_config",)  # what apply() replaces: restored by the guard if apply fails
 
 
@@ -45,26 +45,19 @@ def fixed_config(config: dict, model_path) -> dict:
 
 
 def apply(module) -> None:
-    original = module.load_config
-    if getattr(original, MARK, False):
-        return
+    def make_wrapper(original):
+        def load_config(model_path, *args, **kwargs):
+            config = original(model_path, *args, **kwargs)
+            try:
+                return fixed_config(config, model_path)
+            except Exception as exc:
+                print(f"scalefix: mlx_lm_config: config left as is ({type(exc).__name__}: "
+                      f"{exc})", file=sys.stderr)
+                return config
+        return load_config
 
-    @functools.wraps(original)
-    def load_config(model_path, *args, **kwargs):
-        config = original(model_path, *args, **kwargs)
-        try:
-            return fixed_config(config, model_path)
-        except Exception as exc:
-            print(f"scalefix: mlx_lm_config: config left as is ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
-            return config
-
-    setattr(load_config, MARK, True)
-    load_config.__wrapped__ = original
-    module.load_config = load_config
+    wrap(module, "load_config", make_wrapper)
 
 
 def revert(module) -> None:
-    current = getattr(module, "load_config", None)
-    if getattr(current, MARK, False):
-        module.load_config = current.__wrapped__
+    unwrap(module, "load_config")

@@ -15,15 +15,15 @@ before scalefix armed keeps the original function.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
 
+from .wrapping import unwrap, wrap
+
 TARGET = "mlx.core"
 DISTRIBUTION = "mlx"
 AFFECTED = ">=0.20"
-MARK = "__scalefix_patch__"
 ATTRIBUTES = ("load",)  # what apply() replaces: restored by the guard if apply fails
 
 # dtypes MLX's safetensors reader refuses: such files are read by scalefix instead
@@ -89,30 +89,23 @@ def _fixed(mx, original, path: Path, args, kwargs):
 
 
 def apply(module) -> None:
-    original = module.load
-    if getattr(original, MARK, False):
-        return  # already ours: wrap once
+    def make_wrapper(original):
+        def load(file, *args, **kwargs):
+            fmt = kwargs.get("format", args[0] if args else None)
+            return_metadata = kwargs.get("return_metadata", args[1] if len(args) > 1 else False)
+            path = _safetensors_path(file, fmt)
+            if path is None or return_metadata or not path.is_file():
+                return original(file, *args, **kwargs)
+            try:
+                arrays = _fixed(module, original, path, args, kwargs)
+            except Exception as exc:  # cannot fix: behave as upstream, but say so
+                _warn(f"{path}: left as mx.load returns it ({type(exc).__name__}: {exc})")
+                arrays = None
+            return original(file, *args, **kwargs) if arrays is None else arrays
+        return load
 
-    @functools.wraps(original)
-    def load(file, *args, **kwargs):
-        fmt = kwargs.get("format", args[0] if args else None)
-        return_metadata = kwargs.get("return_metadata", args[1] if len(args) > 1 else False)
-        path = _safetensors_path(file, fmt)
-        if path is None or return_metadata or not path.is_file():
-            return original(file, *args, **kwargs)
-        try:
-            arrays = _fixed(module, original, path, args, kwargs)
-        except Exception as exc:  # cannot fix: behave as upstream, but say so
-            _warn(f"{path}: left as mx.load returns it ({type(exc).__name__}: {exc})")
-            arrays = None
-        return original(file, *args, **kwargs) if arrays is None else arrays
-
-    setattr(load, MARK, True)
-    load.__wrapped__ = original
-    module.load = load
+    wrap(module, "load", make_wrapper)
 
 
 def revert(module) -> None:
-    current = getattr(module, "load", None)
-    if getattr(current, MARK, False):
-        module.load = current.__wrapped__
+    unwrap(module, "load")

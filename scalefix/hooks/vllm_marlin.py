@@ -17,8 +17,9 @@ Upstream: fixed in vLLM 0.29 (``_block_scale_name``). Off:
 
 from __future__ import annotations
 
-import functools
 import inspect
+
+from .wrapping import unwrap, wrap
 
 TARGET = "vllm.model_executor.kernels.linear.scaled_mm.marlin"
 DISTRIBUTION = "vllm"
@@ -26,7 +27,6 @@ AFFECTED = ">=0.26,<0.29"
 FIXED_IN = "0.29"
 CLASS = "MarlinFP8ScaledMMLinearKernel"
 ATTRIBUTES = ()      # a method of CLASS is replaced; revert() restores it
-MARK = "__scalefix_patch__"
 
 
 def bug_present(module) -> str | None:
@@ -50,25 +50,18 @@ def _rename_block_scale(layer) -> None:
 
 
 def apply(module) -> None:
-    cls = getattr(module, CLASS)
-    original = cls.__dict__["process_weights_after_loading"]
-    if getattr(original, MARK, False):
-        return
+    def make_wrapper(original):
+        def process_weights_after_loading(self, layer):
+            if (getattr(self, "block_quant", False) and not hasattr(layer, "weight_scale_inv")
+                    and "weight_scale" in getattr(layer, "_parameters", {})):
+                _rename_block_scale(layer)
+            return original(self, layer)
+        return process_weights_after_loading
 
-    @functools.wraps(original)
-    def process_weights_after_loading(self, layer):
-        if (getattr(self, "block_quant", False) and not hasattr(layer, "weight_scale_inv")
-                and "weight_scale" in getattr(layer, "_parameters", {})):
-            _rename_block_scale(layer)
-        return original(self, layer)
-
-    setattr(process_weights_after_loading, MARK, True)
-    process_weights_after_loading.__wrapped__ = original
-    cls.process_weights_after_loading = process_weights_after_loading
+    wrap(getattr(module, CLASS), "process_weights_after_loading", make_wrapper)
 
 
 def revert(module) -> None:
     cls = getattr(module, CLASS, None)
-    current = cls.__dict__.get("process_weights_after_loading") if cls else None
-    if getattr(current, MARK, False):
-        cls.process_weights_after_loading = current.__wrapped__
+    if cls is not None:
+        unwrap(cls, "process_weights_after_loading")
