@@ -71,3 +71,11 @@ def test_fresh_venv_without_torch_or_mlx(tmp_path):
                               cwd=tmp_path)
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
     assert "FP8 read without its scale" in proc.stdout
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```sh\n")[1:3]]
+    assert blocks[1] == ci
+    assert blocks[0].endswith("scalefix demo")
