@@ -66,9 +66,21 @@ def parse_size(text: str) -> int:
 def _rewrite(args: argparse.Namespace) -> int:
     from .rewrite.run import Options, render_summary, rewrite, summary_json
 
+    affine = None
+    if args.to == "mlx-affine":
+        if args.rename_scales:
+            raise ScalefixError("--to mlx-affine and --rename-scales exclude each other")
+        import importlib.util
+        if importlib.util.find_spec("mlx") is None:
+            raise ScalefixError("--to mlx-affine needs MLX: pip install 'scalefix[mlx]'")
+        from .rewrite.mlx_affine import AffineSpec
+        affine = AffineSpec(args.bits or 4, args.group_size or 32, args.include_fp8)
+    elif args.include_fp8 or args.bits is not None or args.group_size is not None:
+        raise ScalefixError("--bits, --group-size and --include-fp8 go with --to mlx-affine")
     options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
                       workers=args.workers, resume=args.resume, dry_run=args.dry_run,
-                      quiet=args.quiet or args.json, rename_scales=args.rename_scales)
+                      quiet=args.quiet or args.json, rename_scales=args.rename_scales,
+                      affine=affine)
     summary = rewrite(args.src, options)
     print(summary_json(summary) if args.json else render_summary(summary))
     return 0
@@ -171,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  scalefix rewrite SRC --out DST --resume          # after an interrupted run\n"
                "  scalefix rewrite SRC --dry-run                   # what would happen\n"
                "  scalefix rewrite SRC --rename-scales weight_scale_inv   # FP8 kept, for vLLM < 0.29\n"
+               "  scalefix rewrite DeepSeek-V4-Flash --to mlx-affine --bits 4 --group-size 32\n"
+               "                                                   # FP4 experts -> MLX 4-bit affine\n"
                "then: scalefix verify SRC DST")
     rewrite.add_argument("src", metavar="SRC", help="file, shard directory, or index.json")
     rewrite.add_argument("--out", type=Path, help="destination (default: SRC-bf16 beside SRC)")
@@ -185,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep FP8; only rename the scale tensors (data copied, not decoded)"
                               " and adapt quantization_config: weight_scale_inv is what vLLM < "
                               "0.29's FP8 Marlin path and quant_method fp8 expect")
+    rewrite.add_argument("--to", choices=("dequant", "mlx-affine"), default="dequant",
+                         help="dequant (default): every quantized weight to --dtype. "
+                              "mlx-affine: an MLX bundle for mlx-lm; FP4 weights (DeepSeek-V4 "
+                              "experts, gpt-oss MXFP4) are decoded exactly and re-quantized with "
+                              "MLX's own mx.quantize (never by copying codes, never with "
+                              "(max-min)/15); FP8 weights become BF16 unless --include-fp8; "
+                              "tensor names follow mlx-lm's sanitize for the model type; memory "
+                              "is about one layer. Needs the MLX extra")
+    rewrite.add_argument("--bits", type=int, default=None,
+                         help="mlx-affine bits: 2, 3, 4, 5, 6 or 8 (default 4)")
+    rewrite.add_argument("--group-size", type=int, default=None,
+                         help="mlx-affine group size: 32, 64 or 128 (default 32: FP4 sources "
+                              "carry one scale per 32 values, a larger group loses precision)")
+    rewrite.add_argument("--include-fp8", action="store_true",
+                         help="mlx-affine: re-quantize FP8 weights too (default: BF16)")
     rewrite.add_argument("--resume", action="store_true",
                          help="reuse the finished shards of an interrupted run (checked first)")
     rewrite.add_argument("--dry-run", action="store_true", help="plan only; write nothing")

@@ -355,3 +355,84 @@ VARIANTS = {
     "stacked-experts": stacked_experts,
     "modelopt": modelopt,
 }
+
+
+DSV4_TINY_CONFIG = {
+    "model_type": "deepseek_v41", "vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "head_dim": 32, "q_lora_rank": 32, "qk_rope_head_dim": 16,
+    "o_groups": 2, "o_lora_rank": 32, "moe_intermediate_size": 64, "n_routed_experts": 4,
+    "num_experts_per_tok": 2, "index_n_heads": 2, "index_head_dim": 16, "index_topk": 8,
+    "hc_mult": 2, "sliding_window": 8, "torch_dtype": "bfloat16",
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0",
+                            "weight_block_size": [128, 128]}}
+
+
+def dsv4_tiny_model(root: Path) -> Fixture:
+    """A whole (tiny) DeepSeek-V4 checkpoint as published: no ``model.`` prefix, FP8 + E8M0
+    128x128 ``.scale`` for attention and shared experts, FP4 routed experts (I8 low nibble
+    first + group-32 E8M0), F32 sinks / router bias / hyper-connection tensors; the config is
+    one mlx-lm's ``deepseek_v41`` model accepts. Two shards, one expert scale in the other."""
+    gen = torch.Generator().manual_seed(41)
+    fx = Fixture(root)
+    cfg = DSV4_TINY_CONFIG
+    h, experts = cfg["hidden_size"], cfg["n_routed_experts"]
+    heads, hd, inter = cfg["num_attention_heads"], cfg["head_dim"], cfg["moe_intermediate_size"]
+    t: dict[str, torch.Tensor] = {}
+
+    def small(*shape, dtype=torch.bfloat16):
+        return (torch.randn(shape, generator=gen) * 0.05).to(dtype)
+
+    def fp8(name, out, inn):
+        q = fp8_codes((out, inn), gen=gen)
+        e = torch.randint(118, 122, (math.ceil(out / 128), math.ceil(inn / 128)),
+                          dtype=torch.uint8, generator=gen)
+        t[name + ".weight"], t[name + ".scale"] = q, e.view(torch.float8_e8m0fnu)
+        fx.quantized[name + ".weight"] = Expected(
+            "fp8-block", "scale", [128, 128], name + ".scale", "F8_E8M0",
+            fp8_oracle(q, e.view(torch.float8_e8m0fnu), (128, 128)))
+
+    def fp4(name, out, inn):
+        codes = torch.randint(0, 16, (out, inn), dtype=torch.uint8, generator=gen)
+        e = torch.randint(119, 124, (out, inn // 32), dtype=torch.uint8, generator=gen)
+        t[name + ".weight"] = pack_low_first(codes).view(torch.int8)
+        t[name + ".scale"] = e.view(torch.float8_e8m0fnu)
+        fx.quantized[name + ".weight"] = Expected("fp4-group", "scale", [1, 32], name + ".scale",
+                                                  "F8_E8M0", fp4_oracle(codes, e, 32))
+
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"layers.{n}"
+        fp8(f"{p}.attn.wq_a", cfg["q_lora_rank"], h)
+        fp8(f"{p}.attn.wq_b", heads * hd, cfg["q_lora_rank"])
+        fp8(f"{p}.attn.wkv", hd, h)
+        fp8(f"{p}.attn.wo_a", cfg["o_groups"] * cfg["o_lora_rank"], heads * hd // cfg["o_groups"])
+        fp8(f"{p}.attn.wo_b", h, cfg["o_groups"] * cfg["o_lora_rank"])
+        t[f"{p}.attn.q_norm.weight"] = torch.ones(cfg["q_lora_rank"], dtype=torch.bfloat16)
+        t[f"{p}.attn.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+        t[f"{p}.attn.attn_sink"] = small(heads, dtype=torch.float32)
+        t[f"{p}.ffn.gate.weight"] = small(experts, h)
+        t[f"{p}.ffn.gate.bias"] = small(experts, dtype=torch.float32)
+        for e in range(experts):
+            fp4(f"{p}.ffn.experts.{e}.w1", inter, h)
+            fp4(f"{p}.ffn.experts.{e}.w2", h, inter)
+            fp4(f"{p}.ffn.experts.{e}.w3", inter, h)
+        for w, (out, inn) in (("w1", (inter, h)), ("w2", (h, inter)), ("w3", (inter, h))):
+            fp8(f"{p}.ffn.shared_experts.{w}", out, inn)
+        t[f"{p}.attn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        t[f"{p}.ffn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        mix = cfg["hc_mult"]
+        for which in ("attn", "ffn"):
+            t[f"{p}.hc_{which}_fn"] = small((2 + mix) * mix, mix * h, dtype=torch.float32)
+            t[f"{p}.hc_{which}_base"] = small((2 + mix) * mix, dtype=torch.float32)
+            t[f"{p}.hc_{which}_scale"] = small(3, dtype=torch.float32) + 1
+    t["embed.weight"] = small(cfg["vocab_size"], h)
+    t["head.weight"] = small(cfg["vocab_size"], h)
+    t["norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    fx.plain += [k for k in t if k not in fx.quantized and not k.endswith(".scale")]
+    names = sorted(t)
+    split = names.index("layers.1.ffn.experts.2.w2.scale") + 1  # scale away from weight
+    first = {k: t[k] for k in names[:split]}
+    second = {k: t[k] for k in names[split:]}
+    fx.cross_shard.append("layers.1.ffn.experts.2.w2.weight")
+    _save_index(root, {"model-00001-of-00002.safetensors": first,
+                       "model-00002-of-00002.safetensors": second}, cfg)
+    return fx

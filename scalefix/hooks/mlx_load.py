@@ -47,28 +47,16 @@ def _warn(message: str) -> None:
     print(f"scalefix: mlx_load: {message}", file=sys.stderr)
 
 
-def _read_all(mx, header) -> dict:
+def _read_all(header) -> dict:
     """Every tensor of a file MLX cannot read, as MLX would hand them (F8 as uint8)."""
-    import numpy as np
-    from ..formats.tensor_data import read_raw
-    views = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64,
-             "U32": np.uint32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "I16": np.int16,
-             "U16": np.uint16, "F64": np.float64}
-    out = {}
-    for name, info in header.tensors.items():
-        raw = read_raw(info)
-        if info.dtype == "BF16":
-            out[name] = mx.array(raw.view(np.uint16).reshape(info.shape)).view(mx.bfloat16)
-        elif info.dtype in views:
-            out[name] = mx.array(raw.view(views[info.dtype]).reshape(info.shape))
-        else:  # F8 family and anything byte-sized: raw codes, as mx.load does for F8_E4M3
-            out[name] = mx.array(raw.reshape(info.shape))
-    return out
+    from ..mlx_arrays import read_array
+    return {name: read_array(info) for name, info in header.tensors.items()}
 
 
 def _fixed(mx, original, path: Path, args, kwargs):
     from ..formats.dequant import dequantize
     from ..formats.header import read_header
+    from ..mlx_arrays import bf16_array
     from .load_policy import plan_for_file
 
     plan = plan_for_file(path)
@@ -76,15 +64,14 @@ def _fixed(mx, original, path: Path, args, kwargs):
         return None
     header = read_header(path)
     if MLX_UNREADABLE & {t.dtype for t in header.tensors.values()}:
-        arrays = _read_all(mx, header)
+        arrays = _read_all(header)
     else:
         arrays = original(str(path), *args, **kwargs)
     for name in plan.drop:
         arrays.pop(name, None)
     for name, qw in plan.dequantize.items():
-        bits = dequantize(qw, "bf16")
         arrays.pop(name, None)
-        arrays[qw.output_name] = mx.array(bits).view(mx.bfloat16)
+        arrays[qw.output_name] = bf16_array(dequantize(qw, "bf16"))
     return arrays
 
 

@@ -34,7 +34,7 @@ class OutTensor:
 @dataclass
 class OutShard:
     filename: str
-    tensors: list[OutTensor]
+    tensors: list                    # OutTensor, or anything with an ``entry``
     metadata: dict[str, str]
 
     @property
@@ -115,12 +115,14 @@ def build_plan(result: Classification, out_dtype: str, max_shard_bytes: int,
     metadata.setdefault("format", "pt")
     if COMFY_METADATA_KEY in bundle.metadata:
         plan.config_changes.append(f"__metadata__.{COMFY_METADATA_KEY} removed")
-    plan.shards = _pack(outputs, max_shard_bytes, base, single_file, metadata)
+    plan.shards = pack_shards(outputs, max_shard_bytes, base, single_file, metadata)
     _plan_config_changes(plan)
     return plan
 
 
-def _pack(outputs, max_bytes, base, single_file, metadata) -> list[OutShard]:
+def pack_shards(outputs, max_bytes, base, single_file, metadata) -> list[OutShard]:
+    """Output tensors (anything with an ``entry``) in order, cut into shards of at most
+    ``max_bytes`` (a tensor larger than that gets a shard of its own)."""
     groups: list[list[OutTensor]] = [[]]
     size = 0
     for out in outputs:
@@ -180,7 +182,7 @@ def build_rename_plan(result: Classification, target: str, max_shard_bytes: int,
     clash = {renames[k] for k in renames} & (set(bundle.tensors) - set(renames))
     if clash:
         raise ScalefixError("renaming would overwrite an existing tensor", tensor=sorted(clash)[0])
-    plan.shards = _pack(outputs, max_shard_bytes, base, single_file, dict(bundle.metadata) or
+    plan.shards = pack_shards(outputs, max_shard_bytes, base, single_file, dict(bundle.metadata) or
                         {"format": "pt"})
     if renames:
         from .config_edit import config_for_scale_naming

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
@@ -20,6 +21,9 @@ from .config_edit import copy_other_files, rewritten_config, write_json
 from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
 from .shard_writer import write_shard
+
+if TYPE_CHECKING:
+    from .mlx_affine import AffineSpec
 
 
 @dataclass
@@ -33,9 +37,12 @@ class Options:
     quiet: bool = False
     progress: bool | None = None      # None: only on a terminal
     rename_scales: str | None = None  # keep FP8, rename scales to this naming
+    affine: AffineSpec | None = None  # --to mlx-affine: re-quantize with mx.quantize
 
     @property
     def suffix(self) -> str:
+        if self.affine is not None:
+            return f"mlx-{self.affine.bits}bit-g{self.affine.group_size}"
         return self.rename_scales or self.out_dtype
 
 
@@ -90,13 +97,27 @@ def _base_name(bundle) -> str:
 def _validate_inputs(plan: Plan) -> None:
     """Fail before writing anything: every scale decodes, every weight has its bytes."""
     for tensor in plan.tensors:
-        qw = tensor.qw
-        if qw is not None:
-            if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
-                raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
-                                    f"logical shape {list(qw.shape)}", file=qw.weight.file,
-                                    tensor=qw.name)
-            load_scale(qw)
+        if tensor.qw is not None:
+            _validate_weight(tensor.qw)
+
+
+def _validate_quantized(result) -> None:
+    for qw in result.quantized.values():
+        _validate_weight(qw)
+
+
+def _validate_weight(qw) -> None:
+    if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
+        raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
+                            f"logical shape {list(qw.shape)}", file=qw.weight.file,
+                            tensor=qw.name)
+    load_scale(qw)
+
+
+def _source_bytes(plan) -> int:
+    if hasattr(plan, "source_bytes"):
+        return plan.source_bytes
+    return sum(t.source.nbytes for t in plan.tensors)
 
 
 def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
@@ -112,7 +133,15 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         raise ScalefixError("is in a shard but missing from the index: fix the index first",
                             file=bundle.index_path, tensor=bundle.unindexed[0])
     result = classify(bundle)
-    if options.rename_scales:
+    if options.affine is not None:
+        if single_file:
+            raise ScalefixError("--to mlx-affine writes an MLX bundle and needs the bundle's "
+                                "config.json: give the directory", file=src)
+        from .mlx_affine import build_affine_plan
+        from .mlx_layout import layout_for
+        plan = build_affine_plan(result, options.affine, layout_for(bundle.config),
+                                 options.max_shard_bytes, _base_name(bundle))
+    elif options.rename_scales:
         plan = build_rename_plan(result, options.rename_scales, options.max_shard_bytes,
                                  _base_name(bundle), single_file)
     else:
@@ -129,21 +158,28 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
                                                                     single_file)
     summary.destination = str(dst)
     _check_destination(bundle.root, src, dst, single_file)
-    _validate_inputs(plan)
+    if options.affine is None:
+        _validate_inputs(plan)
+    else:
+        _validate_quantized(result)
     if options.dry_run:
         summary.status = "dry-run"
         summary.seconds = time.monotonic() - started
         return summary
     reuse_large_buffers()
-    progress = Progress(sum(t.source.nbytes for t in plan.tensors), "rewrite",
+    progress = Progress(_source_bytes(plan), "rewrite",
                         enabled=False if options.quiet else options.progress)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-            if single_file:
-                _write_single(plan, dst, progress, pool)
-            else:
-                summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
-                                                      summary, pool)
+        if options.affine is not None:
+            summary.reused_shards = _write_affine(plan, dst, options, progress, note, summary)
+        else:
+            pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
+            with pool:
+                if single_file:
+                    _write_single(plan, dst, progress, pool)
+                else:
+                    summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
+                                                          summary, pool)
     finally:
         progress.close()
     summary.status = "written"
@@ -189,14 +225,52 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
         config = (plan.new_config or bundle.config) if keeps_quantization else \
             rewritten_config(bundle.config, plan.out_dtype)
         write_json(staging / "config.json", config)
-    if len(plan.shards) > 1:  # the index goes in last
-        weight_map = {t.entry.name: s.filename for s in plan.shards for t in s.tensors}
-        index = {"metadata": {"total_size": sum(s.nbytes for s in plan.shards)},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        base = plan.shards[0].filename.split("-00001-of-")[0]
-        write_json(staging / f"{base}{INDEX_SUFFIX}", index)
+    _write_index(staging, plan.shards)  # the index goes in last
     stage.finish(staging, dst)
     return reused
+
+
+def _write_index(staging: Path, shards) -> None:
+    if len(shards) < 2:
+        return
+    weight_map = {t.entry.name: s.filename for s in shards for t in s.tensors}
+    index = {"metadata": {"total_size": sum(s.nbytes for s in shards)},
+             "weight_map": dict(sorted(weight_map.items()))}
+    base = shards[0].filename.split("-00001-of-")[0]
+    write_json(staging / f"{base}{INDEX_SUFFIX}", index)
+
+
+def _write_affine(plan, dst: Path, options: Options, progress: Progress, note,
+                  summary: Summary) -> int:
+    """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards."""
+    from .mlx_affine import ShardSequence, mlx_config, unit_arrays
+
+    bundle = plan.classification.bundle
+    staging = stage.prepare(dst, options.resume, note)
+    reused = set()
+    if options.resume:
+        for shard in plan.shards:
+            header = shard.header()
+            if stage.shard_reusable(staging, shard.filename, plan.shard_fingerprint(shard),
+                                    header, len(header) + shard.nbytes):
+                reused.add(shard.filename)
+        if reused:
+            note(f"resuming: {len(reused)} finished shard(s) checked and reused")
+    shards = ShardSequence(plan, staging, reused,
+                           lambda name, fp: stage.commit_shard(staging, name, fp))
+    try:
+        for unit in plan.units:
+            if shards.wanted(unit):
+                for name, array in unit_arrays(unit, plan.spec, plan.layout).items():
+                    shards.write(name, array)
+            progress.advance(sum(s.info.nbytes for s in unit.sources))
+    finally:
+        shards.abort()
+    summary.copied_files = copy_other_files(bundle, staging)
+    write_json(staging / "config.json", mlx_config(bundle.config or {}, plan))
+    _write_index(staging, plan.shards)
+    stage.finish(staging, dst)
+    return len(reused)
 
 
 def render_summary(summary: Summary) -> str:
@@ -207,6 +281,8 @@ def render_summary(summary: Summary) -> str:
     lines = [f"{'would write' if summary.status == 'dry-run' else 'wrote'} "
              f"{summary.destination}  ({summary.shards} shard(s), "
              f"{human_bytes(summary.bytes_out)} from {human_bytes(summary.bytes_in)})"]
+    for scheme, n in sorted(counts.get("requantized", {}).items()):
+        lines.append(f"  re-quantized {n:3d}  {scheme} -> MLX affine (mx.quantize)")
     for scheme, n in sorted(counts["dequantized"].items()):
         lines.append(f"  dequantized {n:6d}  {scheme}")
     if counts["cast_without_scale"]:

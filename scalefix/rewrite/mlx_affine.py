@@ -1,0 +1,359 @@
+"""``rewrite --to mlx-affine``: FP4 (optionally FP8) weights decoded exactly, then re-quantized
+with MLX's own ``mx.quantize`` into an MLX bundle mlx-lm loads.
+
+Why not copy the FP4 codes and E8M0 exponents across: that is only valid for MLX's ``mxfp4``
+mode, and the community shortcut ``scale=(max-min)/15, bias=min`` is not MLX's affine formula
+(formats.md section 3). The only exact route is decode -> ``mx.quantize``.
+
+Per layer (the unit mlx-lm's sanitize needs, see ``mlx_layout``): every weight scalefix
+decodes becomes BF16 (bit for bit the ``rewrite`` result), mlx-lm's sanitize gives the MLX
+names, and the tensors that came from a selected quantized weight are re-quantized. The
+output headers are planned first from a lazy, allocation-free pass of the same sanitize, so
+shards stream and ``--resume`` works as for the BF16 rewrite. Memory: about one layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ScalefixError
+from ..formats.classify import Classification, QuantizedWeight
+from ..formats.codecs import decode, f32_to_bf16
+from ..formats.conventions import COMFY_METADATA_KEY
+from ..formats.dequant import dequantize
+from ..formats.header import TensorInfo
+from ..formats.tensor_data import read_raw
+from ..formats.writer import Entry
+from .mlx_layout import Layout, unit_of
+from .plan import DROP_REASONS, OutShard, pack_shards
+
+BITS = (2, 3, 4, 5, 6, 8)
+GROUP_SIZES = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class AffineSpec:
+    bits: int = 4
+    group_size: int = 32
+    include_fp8: bool = False
+
+    def validate(self) -> None:
+        if self.bits not in BITS:
+            raise ScalefixError(f"--bits must be one of {', '.join(map(str, BITS))} (MLX "
+                                f"affine), not {self.bits}")
+        if self.group_size not in GROUP_SIZES:
+            raise ScalefixError(f"--group-size must be one of "
+                                f"{', '.join(map(str, GROUP_SIZES))}, not {self.group_size}")
+
+    def selects(self, qw: QuantizedWeight) -> bool:
+        return qw.codec == "e2m1" or self.include_fp8
+
+    @property
+    def params(self) -> dict:
+        return {"group_size": self.group_size, "bits": self.bits, "mode": "affine"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One tensor handed to sanitize: under ``name``, made by ``kind``."""
+
+    name: str
+    info: TensorInfo
+    kind: str                       # "requantize" | "dequant" | "cast" | "copy"
+    qw: QuantizedWeight | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    entry: Entry
+    tensor: str                     # the post-sanitize tensor it comes from
+    part: str                       # "weight" | "scales" | "biases" | "plain"
+
+
+@dataclass
+class Unit:
+    sources: list[Source]
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class AffinePlan:
+    classification: Classification
+    spec: AffineSpec
+    layout: Layout
+    units: list[Unit]
+    shards: list[OutShard]
+    modules: list[str]                               # re-quantized MLX module paths
+    kept_bf16: list[str] = field(default_factory=list)  # FP8 whose input dim fits no group
+    dropped: dict[str, str] = field(default_factory=dict)
+    config_changes: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.classification.quantized
+
+    @property
+    def source_bytes(self) -> int:
+        return sum(s.info.nbytes for u in self.units for s in u.sources)
+
+    def counts(self) -> dict:
+        by_kind = defaultdict(Counter)
+        for unit in self.units:
+            for s in unit.sources:
+                by_kind[s.kind][s.qw.scheme if s.qw else ""] += 1
+        return {"requantized": dict(by_kind["requantize"]),
+                "dequantized": dict(by_kind["dequant"]),
+                "cast_without_scale": sum(by_kind["cast"].values()),
+                "renamed": 0,
+                "copied": sum(by_kind["copy"].values()),
+                "dropped": dict(Counter(self.dropped.values()))}
+
+    def shard_fingerprint(self, shard: OutShard) -> str:
+        files = sorted({s.info.file for u in self.units for s in u.sources})
+        doc = json.dumps([shard.filename, self.spec.params, self.layout.name,
+                          [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
+        return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
+
+
+def module_weight_name(qw: QuantizedWeight) -> str:
+    """``<module>.weight``, the name mlx-lm's sanitizers expect for a module's weight."""
+    name = qw.output_name
+    return name if name.endswith(".weight") else f"{name}.weight"
+
+
+def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> list[Unit]:
+    bundle = result.bundle
+    order = {path: i for i, path in enumerate(bundle.headers)}
+    units: dict[tuple, Unit] = {}
+    for name, info in sorted(bundle.tensors.items(),
+                             key=lambda kv: (order[kv[1].file], kv[1].offset)):
+        role = result.roles[name]
+        if role in DROP_REASONS:
+            plan_dropped[name] = DROP_REASONS[role]
+            continue
+        if role == "quantized":
+            qw = result.quantized[name]
+            kind = "requantize" if spec.selects(qw) else "dequant"
+            source = Source(module_weight_name(qw) if kind == "requantize" else qw.output_name,
+                            info, kind, qw)
+        elif role == "fp8_without_scale":
+            source = Source(name, info, "cast")
+        else:
+            source = Source(name, info, "copy")
+        units.setdefault(unit_of(source.name), Unit([])).sources.append(source)
+    return [units[key] for key in sorted(units)]
+
+
+def _placeholder(mx, source: Source):
+    """A lazy array with the source's output shape. Weights to re-quantize are tagged by a
+    dtype no checkpoint tensor is handed as: float64 for FP4 (must be re-quantized),
+    complex64 for FP8 under --include-fp8 (kept BF16 where the group does not fit)."""
+    if source.kind == "requantize":
+        tag = mx.float64 if source.qw.codec == "e2m1" else mx.complex64
+        return mx.zeros(source.qw.shape, dtype=tag)
+    if source.kind in ("dequant", "cast"):
+        shape = source.qw.shape if source.qw else source.info.shape
+        return mx.zeros(shape, dtype=mx.bfloat16)
+    from ..mlx_arrays import mx_dtype
+    if source.info.dtype == "F64":  # float64 is the tag above
+        raise ScalefixError("--to mlx-affine does not handle F64 tensors",
+                            file=source.info.file, tensor=source.info.name)
+    return mx.zeros(source.info.shape, dtype=mx_dtype(source.info.dtype))
+
+
+def _plan_unit(mx, unit: Unit, spec: AffineSpec, layout: Layout) -> list[str]:
+    """Fill ``unit.outputs`` from a lazy sanitize pass; return the re-quantized modules and
+    the FP8 weights kept BF16 because their input dim does not fit the group."""
+    from ..mlx_arrays import safetensors_dtype
+    placeholders = {s.name: _placeholder(mx, s) for s in unit.sources}
+    if len(placeholders) != len(unit.sources):
+        raise ScalefixError("two tensors would get this name", tensor=unit.sources[0].name)
+    modules, kept = [], []
+    for name, array in layout.sanitize(placeholders).items():
+        if array.dtype not in (mx.float64, mx.complex64):
+            unit.outputs.append(Output(Entry(name, safetensors_dtype(array), tuple(array.shape)),
+                                       name, "plain"))
+            continue
+        if not name.endswith(".weight") or array.ndim < 2:
+            raise ScalefixError(f"{layout.name} turned a quantized weight into {name!r}, "
+                                f"shape {list(array.shape)}: not a module weight")
+        cols = array.shape[-1]
+        if cols % spec.group_size and array.dtype == mx.float64:
+            raise ScalefixError(f"input dim {cols} is not a multiple of --group-size "
+                                f"{spec.group_size}: choose another group size", tensor=name)
+        if cols % spec.group_size:  # optional FP8: stays BF16, as mlx-lm's own convert does
+            kept.append(name)
+            unit.outputs.append(Output(Entry(name, "BF16", tuple(array.shape)), name, "plain"))
+            continue
+        module, lead = name[: -len(".weight")], tuple(array.shape[:-1])
+        unit.outputs += [
+            Output(Entry(name, "U32", lead + (cols * spec.bits // 32,)), name, "weight"),
+            Output(Entry(f"{module}.scales", "BF16", lead + (cols // spec.group_size,)), name,
+                   "scales"),
+            Output(Entry(f"{module}.biases", "BF16", lead + (cols // spec.group_size,)), name,
+                   "biases")]
+        modules.append(module)
+    return modules, kept
+
+
+def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
+                      max_shard_bytes: int, base: str) -> AffinePlan:
+    import mlx.core as mx
+
+    spec.validate()
+    unsupported = result.named("unsupported")
+    if unsupported:
+        name = unsupported[0]
+        raise ScalefixError(f"cannot decode: {result.reasons[name]}; nothing written",
+                            file=result.bundle.tensors[name].file, tensor=name)
+    dropped: dict[str, str] = {}
+    units = _sources(result, spec, dropped)
+    plan = AffinePlan(result, spec, layout, units, shards=[], modules=[], dropped=dropped)
+    if plan.nothing_to_do:
+        return plan
+    if not any(s.kind == "requantize" for u in units for s in u.sources):
+        raise ScalefixError("no FP4 weights to re-quantize; add --include-fp8 to re-quantize "
+                            "the FP8 weights too (or drop --to for a plain BF16 rewrite)")
+    for unit in units:
+        modules, kept = _plan_unit(mx, unit, spec, layout)
+        plan.modules += modules
+        plan.kept_bf16 += kept
+    outputs = [o for u in units for o in u.outputs]
+    names = Counter(o.entry.name for o in outputs)
+    clash = [n for n, c in names.items() if c > 1]
+    if clash:
+        raise ScalefixError("two output tensors would get this name", tensor=clash[0])
+    metadata = {k: v for k, v in result.bundle.metadata.items() if k != COMFY_METADATA_KEY}
+    metadata["format"] = "mlx"
+    plan.shards = pack_shards(outputs, max_shard_bytes, base, False, metadata)
+    plan.config_changes = _config_changes(plan)
+    return plan
+
+
+def _config_changes(plan: AffinePlan) -> list[str]:
+    spec, changes = plan.spec, []
+    config = plan.classification.bundle.config or {}
+    for where, holder in (("config.json", config), ("config.json:text_config",
+                                                    config.get("text_config"))):
+        if isinstance(holder, dict) and "quantization_config" in holder:
+            changes.append(f"{where}: quantization_config replaced by MLX quantization")
+    changes.append(f"config.json: quantization {{bits {spec.bits}, group_size "
+                   f"{spec.group_size}, mode affine}} + {len(plan.modules)} per-module entries")
+    if plan.classification.bundle.hf_quant_config is not None:
+        changes.append("hf_quant_config.json dropped")
+    if plan.kept_bf16:
+        changes.append(f"{len(plan.kept_bf16)} FP8 weight(s) kept BF16: input dim not a "
+                       f"multiple of {spec.group_size} (e.g. {plan.kept_bf16[0]})")
+    if plan.layout.reason:
+        changes.append(f"tensor names kept as in the source: {plan.layout.reason}")
+    else:
+        changes.append(f"tensor names: {plan.layout.name} layout (its own sanitize)")
+    return changes
+
+
+def mlx_config(config: dict, plan: AffinePlan) -> dict:
+    """config.json for mlx-lm: the source's quantization config gone, MLX's in its place,
+    with one entry per re-quantized module (what mlx-lm's class_predicate looks up)."""
+    from .config_edit import rewritten_config
+    new = rewritten_config(config, "bf16")
+    quantization = dict(plan.spec.params)
+    quantization.update({m: dict(plan.spec.params) for m in sorted(plan.modules)})
+    new["quantization"] = quantization
+    new["quantization_config"] = dict(quantization)
+    return new
+
+
+def _array(source: Source):
+    """The tensor handed to sanitize: decoded to BF16 (bit for bit ``rewrite``'s) or raw."""
+    from ..mlx_arrays import bf16_array, read_array
+    if source.kind in ("requantize", "dequant"):
+        return bf16_array(dequantize(source.qw, "bf16"))
+    if source.kind == "cast":
+        codec = "e4m3" if source.info.dtype == "F8_E4M3" else "e5m2"
+        bits = f32_to_bf16(decode(read_raw(source.info), codec))
+        return bf16_array(bits.reshape(source.info.shape))
+    return read_array(source.info)
+
+
+def unit_arrays(unit: Unit, spec: AffineSpec, layout: Layout) -> dict:
+    """Every output array of ``unit``, by output name, in MLX (evaluated)."""
+    import mlx.core as mx
+
+    sanitized = layout.sanitize({s.name: _array(s) for s in unit.sources})
+    out = {}
+    for o in unit.outputs:
+        if o.part == "plain":
+            out[o.entry.name] = sanitized[o.tensor]
+        elif o.part == "weight":
+            w = sanitized[o.tensor]
+            if w.dtype != mx.bfloat16:
+                raise ScalefixError(f"internal: {o.tensor} is {w.dtype} after sanitize, "
+                                    "expected bfloat16")
+            q, scales, biases = mx.quantize(w, group_size=spec.group_size, bits=spec.bits,
+                                            mode="affine")
+            module = o.tensor[: -len(".weight")]
+            out.update({o.tensor: q, f"{module}.scales": scales, f"{module}.biases": biases})
+    mx.eval(list(out.values()))
+    return out
+
+
+class ShardSequence:
+    """The planned shards, written one after another as units produce their tensors: each
+    shard's header comes from the plan, its tensors are appended in plan order, and it is
+    fsynced and committed once complete. Shards reused by ``--resume`` are skipped."""
+
+    def __init__(self, plan: AffinePlan, staging: Path, reused: set[str], commit):
+        self._plan, self._staging, self._reused, self._commit = plan, staging, reused, commit
+        self._shard_of = {o.entry.name: i for i, s in enumerate(plan.shards) for o in s.tensors}
+        self._entries = {o.entry.name: o.entry for s in plan.shards for o in s.tensors}
+        self._left = [len(s.tensors) for s in plan.shards]
+        self._open: tuple[int, object] | None = None
+
+    def wanted(self, unit: Unit) -> bool:
+        return any(self._plan.shards[self._shard_of[o.entry.name]].filename not in self._reused
+                   for o in unit.outputs)
+
+    def write(self, name: str, array) -> None:
+        from ..mlx_arrays import array_bytes, safetensors_dtype
+        index = self._shard_of[name]
+        shard = self._plan.shards[index]
+        if shard.filename in self._reused:
+            return
+        if self._open is None or self._open[0] != index:
+            self._close()
+            fh = open(self._staging / f".{shard.filename}.tmp", "wb")
+            fh.write(shard.header())
+            self._open = (index, fh)
+        entry = self._entries[name]
+        if (safetensors_dtype(array), tuple(array.shape)) != (entry.dtype, entry.shape):
+            raise ScalefixError(f"internal: got {safetensors_dtype(array)} "
+                                f"{list(array.shape)}, planned {entry.dtype} "
+                                f"{list(entry.shape)}", tensor=name)
+        self._open[1].write(array_bytes(array))
+        self._left[index] -= 1
+        if self._left[index] == 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self._open is None:
+            return
+        index, fh = self._open
+        self._open = None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        if self._left[index]:
+            raise ScalefixError("internal: shard closed before all its tensors were written",
+                                file=self._plan.shards[index].filename)
+        shard = self._plan.shards[index]
+        self._commit(shard.filename, self._plan.shard_fingerprint(shard))
+
+    def abort(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
