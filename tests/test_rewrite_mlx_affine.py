@@ -79,6 +79,18 @@ def test_dsv4_experts_bit_identical_to_mx_quantize(tmp_path, group, bits):
     assert config["quantization_config"] == quant and "quant_method" not in quant
 
 
+def test_summary_reports_requantization_error_and_verify_says_why_not(tmp_path, capsys):
+    fx = dsv4(tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert main(["rewrite", str(fx.path), "--to", "mlx-affine", "--out", str(dst), "--quiet",
+                 "--json"]) == 0
+    quality = json.loads(capsys.readouterr().out)["requantization_sqnr"]
+    assert quality["modules"] == 4 and 10 < quality["min_db"] <= quality["median_db"] < 40
+    assert quality["worst"].startswith("layers.0.ffn.experts.")
+    assert main(["verify", str(fx.path), str(dst)]) == 2
+    assert "MLX-quantized bundle" in capsys.readouterr().err
+
+
 def test_include_fp8_requantizes_fp8_too(tmp_path):
     fx = dsv3(tmp_path / "src")
     dst = tmp_path / "dst"
@@ -98,7 +110,7 @@ def test_include_fp8_requantizes_fp8_too(tmp_path):
     assert 0 < kept < len(fx.quantized)
 
 
-def test_gpt_oss_follows_mlx_lm_layout(tmp_path):
+def test_gpt_oss_follows_mlx_lm_layout(tmp_path, inspect_json, capsys):
     """mlx-lm's gpt_oss sanitize splits gate_up_proj into gate/up (even/odd rows): the
     re-quantized modules come out under those names, each mx.quantize of its rows."""
     fx = gpt_oss(tmp_path / "src")
@@ -118,6 +130,10 @@ def test_gpt_oss_follows_mlx_lm_layout(tmp_path):
     quant = json.loads((dst / "config.json").read_text())["quantization"]
     assert {k for k in quant if isinstance(quant[k], dict)} == {
         base + m for m in ("gate_proj", "up_proj", "down_proj")}
+    capsys.readouterr()
+    code, report = inspect_json(dst)
+    assert code == 0 and report["config"]["where"] == "config.json:quantization"
+    assert report["verdict"]["ok"]
 
 
 def _logits(model) -> np.ndarray:

@@ -36,7 +36,9 @@ def read_quant_config(config: dict | None, hf_quant_config: dict | None) -> Quan
         candidates.append(("config.json:text_config.quantization_config",
                            text.get("quantization_config")))
     for where, qc in candidates:
-        if isinstance(qc, dict) and qc:
+        # MLX bundles repeat "quantization" as quantization_config, without quant_method
+        mlx_copy = qc == config.get("quantization") and "quant_method" not in (qc or {})
+        if isinstance(qc, dict) and qc and not mlx_copy:
             _fill(found, where, qc)
             break
     else:

@@ -59,6 +59,7 @@ class Summary:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    requantization_sqnr: dict | None = None  # --to mlx-affine: min / median dB, worst module
 
 
 def default_destination(src: Path, suffix: str, single_file: bool) -> Path:
@@ -243,7 +244,7 @@ def _write_index(staging: Path, shards) -> None:
 def _write_affine(plan, dst: Path, options: Options, progress: Progress, note,
                   summary: Summary) -> int:
     """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards."""
-    from .mlx_affine import ShardSequence, mlx_config, unit_arrays
+    from .mlx_affine import ShardSequence, mlx_config, sqnr_summary, unit_arrays
 
     bundle = plan.classification.bundle
     staging = stage.prepare(dst, options.resume, note)
@@ -258,14 +259,16 @@ def _write_affine(plan, dst: Path, options: Options, progress: Progress, note,
             note(f"resuming: {len(reused)} finished shard(s) checked and reused")
     shards = ShardSequence(plan, staging, reused,
                            lambda name, fp: stage.commit_shard(staging, name, fp))
+    sqnr: dict[str, float] = {}
     try:
         for unit in plan.units:
             if shards.wanted(unit):
-                for name, array in unit_arrays(unit, plan.spec, plan.layout).items():
+                for name, array in unit_arrays(unit, plan.spec, plan.layout, sqnr).items():
                     shards.write(name, array)
             progress.advance(sum(s.info.nbytes for s in unit.sources))
     finally:
         shards.abort()
+    summary.requantization_sqnr = sqnr_summary(sqnr)
     summary.copied_files = copy_other_files(bundle, staging)
     write_json(staging / "config.json", mlx_config(bundle.config or {}, plan))
     _write_index(staging, plan.shards)
@@ -305,7 +308,12 @@ def render_summary(summary: Summary) -> str:
     if summary.seconds and summary.status == "written":
         rate = summary.bytes_out / summary.seconds
         lines.append(f"  {summary.seconds:.1f} s, {human_bytes(rate)}/s written")
-    if summary.status == "written":
+    quality = summary.requantization_sqnr
+    if quality:
+        lines.append(f"  affine error vs the exact decode (mx.dequantize): SQNR min "
+                     f"{quality['min_db']} dB ({quality['worst']}), median "
+                     f"{quality['median_db']} dB over {quality['modules']} module(s)")
+    if summary.status == "written" and "requantized" not in counts:
         lines.append(f"check it: scalefix verify {summary.source} {summary.destination}")
     return "\n".join(lines)
 

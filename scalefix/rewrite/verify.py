@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.codecs import bf16_to_f32, decode
 from ..formats.dequant import dequantize_rows, encode, load_scale, row_bytes
@@ -121,6 +122,11 @@ def _reference(src_result, name: str):
 def verify(src, dst) -> dict:
     src_result = classify(open_bundle(src))
     dst_bundle = open_bundle(dst)
+    mlx_quantization = (dst_bundle.config or {}).get("quantization")
+    if isinstance(mlx_quantization, dict) and src_result.quantized:
+        raise ScalefixError("is an MLX-quantized bundle (config.json 'quantization'): verify "
+                            "compares dequantized checkpoints; for `rewrite --to mlx-affine` "
+                            "the summary reports the re-quantization SQNR per module", file=dst)
     expected: dict[str, str] = {}        # DST name -> source tensor name
     dropped: set[str] = set()
     for name, role in src_result.roles.items():
