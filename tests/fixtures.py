@@ -436,3 +436,59 @@ def dsv4_tiny_model(root: Path) -> Fixture:
     _save_index(root, {"model-00001-of-00002.safetensors": first,
                        "model-00002-of-00002.safetensors": second}, cfg)
     return fx
+
+
+GPT_OSS_TINY_CONFIG = {
+    "model_type": "gpt_oss", "vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    "intermediate_size": 64, "num_local_experts": 4, "num_experts_per_tok": 2,
+    "sliding_window": 8, "rope_theta": 10000,
+    "layer_types": ["sliding_attention", "full_attention"], "torch_dtype": "bfloat16",
+    "quantization_config": {"quant_method": "mxfp4",
+                            "modules_to_not_convert": ["model.layers.*.self_attn",
+                                                       "model.layers.*.mlp.router",
+                                                       "model.embed_tokens", "lm_head"]}}
+
+
+def gpt_oss_tiny_model(root: Path) -> Fixture:
+    """A whole (tiny) gpt-oss checkpoint as transformers publishes it: BF16 attention and
+    router, MXFP4 experts as <p>_blocks U8 [E, out, in/32, 16] + <p>_scales U8 E8M0 + <p>_bias."""
+    gen = torch.Generator().manual_seed(20)
+    fx = Fixture(root)
+    cfg = GPT_OSS_TINY_CONFIG
+    h, experts, inter = cfg["hidden_size"], cfg["num_local_experts"], cfg["intermediate_size"]
+    heads, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    t: dict[str, torch.Tensor] = {}
+
+    def small(*shape, dtype=torch.bfloat16):
+        return (torch.randn(shape, generator=gen) * 0.05).to(dtype)
+
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}"
+        for proj, out in (("q_proj", heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)):
+            t[f"{p}.self_attn.{proj}.weight"] = small(out, h)
+            t[f"{p}.self_attn.{proj}.bias"] = small(out)
+        t[f"{p}.self_attn.o_proj.weight"] = small(h, heads * hd)
+        t[f"{p}.self_attn.o_proj.bias"] = small(h)
+        t[f"{p}.self_attn.sinks"] = small(heads, dtype=torch.float32)
+        t[f"{p}.mlp.router.weight"] = small(experts, h)
+        t[f"{p}.mlp.router.bias"] = small(experts)
+        for param, (out, inn) in (("gate_up_proj", (2 * inter, h)), ("down_proj", (h, inter))):
+            base = f"{p}.mlp.experts.{param}"
+            codes = torch.randint(0, 16, (experts, out, inn), dtype=torch.uint8, generator=gen)
+            e = torch.randint(120, 125, (experts, out, inn // 32), dtype=torch.uint8,
+                              generator=gen)
+            t[base + "_blocks"] = pack_low_first(codes).reshape(experts, out, inn // 32, 16)
+            t[base + "_scales"] = e
+            t[base + "_bias"] = small(experts, out)
+            fx.quantized[base + "_blocks"] = Expected("mxfp4", "_blocks/_scales", [1, 32],
+                                                      base + "_scales", "U8",
+                                                      fp4_oracle(codes, e, 32), output_name=base)
+        t[f"{p}.input_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        t[f"{p}.post_attention_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["model.embed_tokens.weight"] = small(cfg["vocab_size"], h)
+    t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["lm_head.weight"] = small(cfg["vocab_size"], h)
+    fx.plain += [k for k in t if k not in fx.quantized and not k.endswith("_scales")]
+    _save_index(root, {"model.safetensors": t}, cfg)
+    return fx

@@ -18,7 +18,7 @@ mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
 
 from scalefix.cli import main  # noqa: E402
 
-from .fixtures import dsv3, dsv4, dsv4_tiny_model, gpt_oss  # noqa: E402
+from .fixtures import dsv3, dsv4, dsv4_tiny_model, gpt_oss, gpt_oss_tiny_model  # noqa: E402
 
 
 def rewrite(*args) -> int:
@@ -172,6 +172,38 @@ def test_dsv4_model_loads_in_mlx_lm_with_4bit_experts(tmp_path):
     got = _logits(model)
     assert np.isfinite(got).all()
     assert np.array_equal(got, expected)
+
+
+def test_gpt_oss_model_loads_in_mlx_lm_with_4bit_affine_experts(tmp_path):
+    """gpt-oss MXFP4 -> MLX affine: mlx-lm builds affine QuantizedSwitchLinear experts, and
+    the logits equal those of mlx-lm's own MXFP4 load of the source with each expert decoded
+    by MLX (``mx.dequantize`` mode mxfp4) and re-quantized by mlx-lm's ``to_quantized``."""
+    from mlx_lm.models.switch_layers import SwitchLinear
+
+    fx = gpt_oss_tiny_model(tmp_path / "src")
+    dst = tmp_path / "mlx"
+    assert rewrite(fx.path, "--to", "mlx-affine", "--group-size", 64, "--out", dst) == 0
+    model, _ = mlx_lm_utils.load_model(dst)
+    reference, _ = mlx_lm_utils.load_model(fx.path)   # mlx-lm's own MXFP4 path
+    for layer, ref_layer in zip(model.model.layers, reference.model.layers):
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            got = getattr(layer.mlp.experts, proj)
+            assert (type(got).__name__, got.mode, got.bits, got.group_size) == (
+                "QuantizedSwitchLinear", "affine", 4, 64)
+            mxfp4 = getattr(ref_layer.mlp.experts, proj)
+            assert mxfp4.mode == "mxfp4"
+            decoded = mx.dequantize(mxfp4.weight, mxfp4.scales, group_size=32, bits=4,
+                                    mode="mxfp4").astype(mx.bfloat16)
+            plain = SwitchLinear(decoded.shape[-1], decoded.shape[-2], decoded.shape[0])
+            plain.weight, plain.bias = decoded, mxfp4.bias
+            requantized = plain.to_quantized(group_size=64, bits=4, mode="affine")
+            assert same_bits(got.weight, requantized.weight), proj
+            assert same_bits(got.scales, requantized.scales), proj
+            assert same_bits(got.biases, requantized.biases), proj
+            setattr(ref_layer.mlp.experts, proj, requantized)
+        assert type(layer.self_attn.q_proj) is nn.Linear
+    got, expected = _logits(model), _logits(reference)
+    assert np.isfinite(got).all() and np.array_equal(got, expected)
 
 
 def test_refusals(tmp_path, capsys):
