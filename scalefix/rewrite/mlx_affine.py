@@ -16,18 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import ScalefixError
 from ..formats.classify import Classification, QuantizedWeight
-from ..formats.codecs import decode, f32_to_bf16
 from ..formats.conventions import COMFY_METADATA_KEY
-from ..formats.dequant import dequantize
 from ..formats.header import TensorInfo
-from ..formats.tensor_data import read_raw
 from ..formats.writer import Entry
 from .mlx_layout import Layout, unit_of
 from .plan import DROP_REASONS, OutShard, pack_shards
@@ -266,120 +261,3 @@ def mlx_config(config: dict, plan: AffinePlan) -> dict:
     new["quantization"] = quantization
     new["quantization_config"] = dict(quantization)
     return new
-
-
-def _array(source: Source):
-    """The tensor handed to sanitize: decoded to BF16 (bit for bit ``rewrite``'s) or raw."""
-    from ..mlx_arrays import bf16_array, read_array
-    if source.kind in ("requantize", "dequant"):
-        return bf16_array(dequantize(source.qw, "bf16"))
-    if source.kind == "cast":
-        codec = "e4m3" if source.info.dtype == "F8_E4M3" else "e5m2"
-        bits = f32_to_bf16(decode(read_raw(source.info), codec))
-        return bf16_array(bits.reshape(source.info.shape))
-    return read_array(source.info)
-
-
-def unit_arrays(unit: Unit, spec: AffineSpec, layout: Layout,
-                sqnr: dict | None = None) -> dict:
-    """Every output array of ``unit``, by output name, in MLX (evaluated); the SQNR of each
-    re-quantized module goes into ``sqnr``."""
-    import mlx.core as mx
-
-    sanitized = layout.sanitize({s.name: _array(s) for s in unit.sources})
-    out = {}
-    for o in unit.outputs:
-        if o.part == "plain":
-            out[o.entry.name] = sanitized[o.tensor]
-        elif o.part == "weight":
-            w = sanitized[o.tensor]
-            if w.dtype != mx.bfloat16:
-                raise ScalefixError(f"internal: {o.tensor} is {w.dtype} after sanitize, "
-                                    "expected bfloat16")
-            q, scales, biases = mx.quantize(w, group_size=spec.group_size, bits=spec.bits,
-                                            mode="affine")
-            module = o.tensor[: -len(".weight")]
-            out.update({o.tensor: q, f"{module}.scales": scales, f"{module}.biases": biases})
-            if sqnr is not None:
-                sqnr[module] = requantization_sqnr(mx, w, q, scales, biases, spec)
-    mx.eval(list(out.values()))
-    return out
-
-
-def requantization_sqnr(mx, w, q, scales, biases, spec: AffineSpec) -> float:
-    """SQNR in dB of the affine result against the exact decoded weight: what the user gives
-    up by going to affine, measured by MLX's own ``mx.dequantize`` (inf when lossless)."""
-    import math
-    back = mx.dequantize(q, scales, biases, group_size=spec.group_size, bits=spec.bits,
-                         mode="affine").astype(mx.float32)
-    exact = w.astype(mx.float32)
-    signal = mx.sum(exact * exact).item()
-    noise = mx.sum((exact - back) ** 2).item()
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-def sqnr_summary(sqnr: dict[str, float]) -> dict | None:
-    if not sqnr:
-        return None
-    ordered = sorted(sqnr.items(), key=lambda kv: kv[1])
-    return {"min_db": round(ordered[0][1], 2), "worst": ordered[0][0],
-            "median_db": round(ordered[len(ordered) // 2][1], 2), "modules": len(ordered)}
-
-
-class ShardSequence:
-    """The planned shards, written one after another as units produce their tensors: each
-    shard's header comes from the plan, its tensors are appended in plan order, and it is
-    fsynced and committed once complete. Shards reused by ``--resume`` are skipped."""
-
-    def __init__(self, plan: AffinePlan, staging: Path, reused: set[str], commit):
-        self._plan, self._staging, self._reused, self._commit = plan, staging, reused, commit
-        self._shard_of = {o.entry.name: i for i, s in enumerate(plan.shards) for o in s.tensors}
-        self._entries = {o.entry.name: o.entry for s in plan.shards for o in s.tensors}
-        self._left = [len(s.tensors) for s in plan.shards]
-        self._open: tuple[int, object] | None = None
-
-    def wanted(self, unit: Unit) -> bool:
-        return any(self._plan.shards[self._shard_of[o.entry.name]].filename not in self._reused
-                   for o in unit.outputs)
-
-    def write(self, name: str, array) -> None:
-        from ..mlx_arrays import array_bytes, safetensors_dtype
-        index = self._shard_of[name]
-        shard = self._plan.shards[index]
-        if shard.filename in self._reused:
-            return
-        if self._open is None or self._open[0] != index:
-            self._close()
-            fh = open(self._staging / f".{shard.filename}.tmp", "wb")
-            fh.write(shard.header())
-            self._open = (index, fh)
-        entry = self._entries[name]
-        if (safetensors_dtype(array), tuple(array.shape)) != (entry.dtype, entry.shape):
-            raise ScalefixError(f"internal: got {safetensors_dtype(array)} "
-                                f"{list(array.shape)}, planned {entry.dtype} "
-                                f"{list(entry.shape)}", tensor=name)
-        self._open[1].write(array_bytes(array))
-        self._left[index] -= 1
-        if self._left[index] == 0:
-            self._close()
-
-    def _close(self) -> None:
-        if self._open is None:
-            return
-        index, fh = self._open
-        self._open = None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        if self._left[index]:
-            raise ScalefixError("internal: shard closed before all its tensors were written",
-                                file=self._plan.shards[index].filename)
-        shard = self._plan.shards[index]
-        self._commit(shard.filename, self._plan.shard_fingerprint(shard))
-
-    def abort(self) -> None:
-        if self._open is not None:
-            self._open[1].close()
-            self._open = None

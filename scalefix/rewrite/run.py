@@ -172,7 +172,9 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
                         enabled=False if options.quiet else options.progress)
     try:
         if options.affine is not None:
-            summary.reused_shards = _write_affine(plan, dst, options, progress, note, summary)
+            from .mlx_affine_write import write_affine_bundle
+            summary.reused_shards = write_affine_bundle(plan, dst, options.resume, progress,
+                                                        note, summary)
         else:
             pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
             with pool:
@@ -226,54 +228,9 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
         config = (plan.new_config or bundle.config) if keeps_quantization else \
             rewritten_config(bundle.config, plan.out_dtype)
         write_json(staging / "config.json", config)
-    _write_index(staging, plan.shards)  # the index goes in last
+    stage.write_index(staging, plan.shards)  # the index goes in last
     stage.finish(staging, dst)
     return reused
-
-
-def _write_index(staging: Path, shards) -> None:
-    if len(shards) < 2:
-        return
-    weight_map = {t.entry.name: s.filename for s in shards for t in s.tensors}
-    index = {"metadata": {"total_size": sum(s.nbytes for s in shards)},
-             "weight_map": dict(sorted(weight_map.items()))}
-    base = shards[0].filename.split("-00001-of-")[0]
-    write_json(staging / f"{base}{INDEX_SUFFIX}", index)
-
-
-def _write_affine(plan, dst: Path, options: Options, progress: Progress, note,
-                  summary: Summary) -> int:
-    """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards."""
-    from .mlx_affine import ShardSequence, mlx_config, sqnr_summary, unit_arrays
-
-    bundle = plan.classification.bundle
-    staging = stage.prepare(dst, options.resume, note)
-    reused = set()
-    if options.resume:
-        for shard in plan.shards:
-            header = shard.header()
-            if stage.shard_reusable(staging, shard.filename, plan.shard_fingerprint(shard),
-                                    header, len(header) + shard.nbytes):
-                reused.add(shard.filename)
-        if reused:
-            note(f"resuming: {len(reused)} finished shard(s) checked and reused")
-    shards = ShardSequence(plan, staging, reused,
-                           lambda name, fp: stage.commit_shard(staging, name, fp))
-    sqnr: dict[str, float] = {}
-    try:
-        for unit in plan.units:
-            if shards.wanted(unit):
-                for name, array in unit_arrays(unit, plan.spec, plan.layout, sqnr).items():
-                    shards.write(name, array)
-            progress.advance(sum(s.info.nbytes for s in unit.sources))
-    finally:
-        shards.abort()
-    summary.requantization_sqnr = sqnr_summary(sqnr)
-    summary.copied_files = copy_other_files(bundle, staging)
-    write_json(staging / "config.json", mlx_config(bundle.config or {}, plan))
-    _write_index(staging, plan.shards)
-    stage.finish(staging, dst)
-    return len(reused)
 
 
 def render_summary(summary: Summary) -> str:

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import ScalefixError
+from ..formats.bundle import INDEX_SUFFIX
+from .config_edit import write_json
 
 STAGING_MARK = ".scalefix-partial"
 
@@ -78,3 +80,14 @@ def finish(staging: Path, dst: Path) -> None:
                             f"{staging}", file=dst)
     os.rename(staging, dst)
     fsync_dir(dst.parent)
+
+
+def write_index(staging: Path, shards) -> None:
+    """The index of a multi-shard output (the last file written before the rename)."""
+    if len(shards) < 2:
+        return
+    weight_map = {t.entry.name: s.filename for s in shards for t in s.tensors}
+    index = {"metadata": {"total_size": sum(s.nbytes for s in shards)},
+             "weight_map": dict(sorted(weight_map.items()))}
+    base = shards[0].filename.split("-00001-of-")[0]
+    write_json(staging / f"{base}{INDEX_SUFFIX}", index)
