@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "quantization_config, copy tokenizer and other files, rebuild the index. "
                     "Streams shard by shard in bounded memory; writes into a hidden sibling "
                     "directory and renames it into place at the end, so an interrupted run "
-                    "never leaves a complete-looking DST. The source is only read.",
+                    "never leaves a complete-looking DST. The source is only read. "
+                    "With --to mlx-affine it writes an MLX bundle for mlx-lm instead (see --to).",
         epilog="examples:\n"
                "  scalefix rewrite ~/models/DeepSeek-V3            # -> ~/models/DeepSeek-V3-bf16/\n"
                "  scalefix rewrite flux2-fp8.safetensors           # -> flux2-fp8-bf16.safetensors\n"
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                "                                                   # FP4 experts -> MLX 4-bit affine\n"
                "then: scalefix verify SRC DST")
     rewrite.add_argument("src", metavar="SRC", help="file, shard directory, or index.json")
-    rewrite.add_argument("--out", type=Path, help="destination (default: SRC-bf16 beside SRC)")
+    rewrite.add_argument("--out", type=Path, help="destination (default beside SRC: SRC-bf16, SRC-weight_scale_inv, "
+                              "SRC-mlx-4bit-g32, ... after what is written)")
     rewrite.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16",
                          help="dtype of dequantized weights (default bf16)")
     rewrite.add_argument("--max-shard-size", type=parse_size, default=5 * 10 ** 9,
