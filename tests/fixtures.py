@@ -492,3 +492,48 @@ def gpt_oss_tiny_model(root: Path) -> Fixture:
     fx.plain += [k for k in t if k not in fx.quantized and not k.endswith("_scales")]
     _save_index(root, {"model.safetensors": t}, cfg)
     return fx
+
+
+MIXTRAL_TINY_CONFIG = {
+    "model_type": "mixtral", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 128,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "num_local_experts": 4, "num_experts_per_tok": 2, "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                            "weight_block_size": [128, 128]}}
+
+
+def mixtral_tiny_fp8(root: Path) -> Fixture:
+    """A whole (tiny) Mixtral in transformers' block FP8 (``weight_scale_inv`` F32 128x128),
+    per-expert weights: mlx-lm's mixtral sanitize stacks experts only if layer 0's first
+    expert is present, so it cannot be run on one layer alone."""
+    gen = torch.Generator().manual_seed(7)
+    fx = Fixture(root)
+    cfg = MIXTRAL_TINY_CONFIG
+    h, inter, experts = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_local_experts"]
+    hd = h // cfg["num_attention_heads"]
+    t: dict[str, torch.Tensor] = {}
+
+    def fp8(name, out, inn):
+        sshape = (math.ceil(out / 128), math.ceil(inn / 128))
+        _fp8_pair(fx, t, name, name + "_scale_inv", (out, inn), sshape, (128, 128),
+                  "weight_scale_inv", "fp8-block", gen=gen)
+
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}"
+        for proj, out in (("q_proj", h), ("k_proj", 2 * hd), ("v_proj", 2 * hd), ("o_proj", h)):
+            fp8(f"{p}.self_attn.{proj}.weight", out, h)
+        t[f"{p}.block_sparse_moe.gate.weight"] = (torch.randn(experts, h, generator=gen)
+                                                  * 0.05).to(torch.bfloat16)
+        for e in range(experts):
+            for w, (out, inn) in (("w1", (inter, h)), ("w2", (h, inter)), ("w3", (inter, h))):
+                fp8(f"{p}.block_sparse_moe.experts.{e}.{w}.weight", out, inn)
+        t[f"{p}.input_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        t[f"{p}.post_attention_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["model.embed_tokens.weight"] = (torch.randn(cfg["vocab_size"], h, generator=gen)
+                                      * 0.05).to(torch.bfloat16)
+    t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["lm_head.weight"] = (torch.randn(cfg["vocab_size"], h, generator=gen) * 0.05).to(
+        torch.bfloat16)
+    _save_index(root, {"model.safetensors": t}, cfg)
+    return fx

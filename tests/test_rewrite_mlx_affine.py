@@ -18,7 +18,8 @@ mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
 
 from scalefix.cli import main  # noqa: E402
 
-from .fixtures import dsv3, dsv4, dsv4_tiny_model, gpt_oss, gpt_oss_tiny_model  # noqa: E402
+from .fixtures import (dsv3, dsv4, dsv4_tiny_model, gpt_oss, gpt_oss_tiny_model,  # noqa: E402
+                       mixtral_tiny_fp8)
 
 
 def rewrite(*args) -> int:
@@ -202,6 +203,33 @@ def test_gpt_oss_model_loads_in_mlx_lm_with_4bit_affine_experts(tmp_path):
             assert same_bits(got.biases, requantized.biases), proj
             setattr(ref_layer.mlp.experts, proj, requantized)
         assert type(layer.self_attn.q_proj) is nn.Linear
+    got, expected = _logits(model), _logits(reference)
+    assert np.isfinite(got).all() and np.array_equal(got, expected)
+
+
+def test_whole_checkpoint_sanitizer_mixtral_fp8_include_fp8(tmp_path):
+    """mlx-lm's mixtral sanitize stacks any layer's experts only when layer 0's are in the
+    dict: each layer is sanitized beside lazy stand-ins of the others, so layer 1 is stacked
+    too. --include-fp8: attention and experts become 4-bit affine, equal (logits, bit for
+    bit) to mlx-lm's own nn.quantize of the BF16 rewrite."""
+    fx = mixtral_tiny_fp8(tmp_path / "src")
+    dst, bf16 = tmp_path / "mlx", tmp_path / "bf16"
+    assert rewrite(fx.path, "--to", "mlx-affine", "--include-fp8", "--group-size", 64,
+                   "--out", dst) == 0
+    names = set(mx_load_bundle(dst))
+    for n in (0, 1):
+        assert f"model.layers.{n}.block_sparse_moe.switch_mlp.gate_proj.biases" in names
+        assert not any(k.startswith(f"model.layers.{n}.block_sparse_moe.experts.") for k in names)
+    model, _ = mlx_lm_utils.load_model(dst)
+    layer = model.model.layers[1]
+    assert type(layer.block_sparse_moe.switch_mlp.up_proj).__name__ == "QuantizedSwitchLinear"
+    assert type(layer.self_attn.k_proj) is nn.QuantizedLinear
+    assert type(layer.block_sparse_moe.gate) is nn.Linear      # BF16 in the source: kept
+    assert rewrite(fx.path, "--out", bf16) == 0
+    reference, _ = mlx_lm_utils.load_model(bf16)
+    nn.quantize(reference, group_size=64, bits=4, mode="affine",
+                class_predicate=lambda path, m: hasattr(m, "to_quantized") and (
+                    ".self_attn." in path or ".switch_mlp." in path))
     got, expected = _logits(model), _logits(reference)
     assert np.isfinite(got).all() and np.array_equal(got, expected)
 

@@ -5,11 +5,13 @@ Why not copy the FP4 codes and E8M0 exponents across: that is only valid for MLX
 mode, and the community shortcut ``scale=(max-min)/15, bias=min`` is not MLX's affine formula
 (formats.md section 3). The only exact route is decode -> ``mx.quantize``.
 
-Per layer (the unit mlx-lm's sanitize needs, see ``mlx_layout``): every weight scalefix
-decodes becomes BF16 (bit for bit the ``rewrite`` result), mlx-lm's sanitize gives the MLX
-names, and the tensors that came from a selected quantized weight are re-quantized. The
-output headers are planned first from a lazy, allocation-free pass of the same sanitize, so
-shards stream and ``--resume`` works as for the BF16 rewrite. Memory: about one layer.
+Layout: mlx-lm's own sanitize for the model type (``mlx_layout``), run on decoded BF16
+tensors exactly as mlx-lm would run it on a BF16 checkpoint; the tensors that came from a
+selected quantized weight are then re-quantized. The output headers are planned first from
+one lazy, allocation-free sanitize pass over the whole checkpoint (MLX arrays are lazy), so
+shards stream and ``--resume`` works as for the BF16 rewrite. Writing goes layer by layer:
+the layer's tensors are decoded for real, every other tensor is a lazy stand-in that is
+never evaluated, and only the layer's outputs are. Memory: about one layer, decoded.
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ class Output:
 
 @dataclass
 class Unit:
-    sources: list[Source]
+    """One layer (or everything outside the layers): its sources are decoded together, its
+    outputs (by output name) written together."""
+
+    key: tuple[int, int]
+    sources: list[Source] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
 
 
@@ -81,6 +87,7 @@ class AffinePlan:
     classification: Classification
     spec: AffineSpec
     layout: Layout
+    sources: list[Source]
     units: list[Unit]
     shards: list[OutShard]
     modules: list[str]                               # re-quantized MLX module paths
@@ -94,13 +101,12 @@ class AffinePlan:
 
     @property
     def source_bytes(self) -> int:
-        return sum(s.info.nbytes for u in self.units for s in u.sources)
+        return sum(s.info.nbytes for s in self.sources)
 
     def counts(self) -> dict:
         by_kind = defaultdict(Counter)
-        for unit in self.units:
-            for s in unit.sources:
-                by_kind[s.kind][s.qw.scheme if s.qw else ""] += 1
+        for s in self.sources:
+            by_kind[s.kind][s.qw.scheme if s.qw else ""] += 1
         return {"requantized": dict(by_kind["requantize"]),
                 "dequantized": dict(by_kind["dequant"]),
                 "cast_without_scale": sum(by_kind["cast"].values()),
@@ -109,7 +115,7 @@ class AffinePlan:
                 "dropped": dict(Counter(self.dropped.values()))}
 
     def shard_fingerprint(self, shard: OutShard) -> str:
-        files = sorted({s.info.file for u in self.units for s in u.sources})
+        files = sorted({s.info.file for s in self.sources})
         doc = json.dumps([shard.filename, self.spec.params, self.layout.name,
                           [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
         return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
@@ -121,10 +127,10 @@ def module_weight_name(qw: QuantizedWeight) -> str:
     return name if name.endswith(".weight") else f"{name}.weight"
 
 
-def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> list[Unit]:
+def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> list[Source]:
     bundle = result.bundle
     order = {path: i for i, path in enumerate(bundle.headers)}
-    units: dict[tuple, Unit] = {}
+    sources = []
     for name, info in sorted(bundle.tensors.items(),
                              key=lambda kv: (order[kv[1].file], kv[1].offset)):
         role = result.roles[name]
@@ -140,39 +146,48 @@ def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> li
             source = Source(name, info, "cast")
         else:
             source = Source(name, info, "copy")
-        units.setdefault(unit_of(source.name), Unit([])).sources.append(source)
-    return [units[key] for key in sorted(units)]
+        if source.info.dtype == "F64":  # float64 tags the weights to re-quantize (below)
+            raise ScalefixError("--to mlx-affine does not handle F64 tensors",
+                                file=source.info.file, tensor=source.info.name)
+        sources.append(source)
+    names = Counter(s.name for s in sources)
+    clash = [n for n, c in names.items() if c > 1]
+    if clash:
+        raise ScalefixError("two tensors would get this name", tensor=clash[0])
+    return sources
 
 
-def _placeholder(mx, source: Source):
-    """A lazy array with the source's output shape. Weights to re-quantize are tagged by a
-    dtype no checkpoint tensor is handed as: float64 for FP4 (must be re-quantized),
-    complex64 for FP8 under --include-fp8 (kept BF16 where the group does not fit)."""
+def output_shape(source: Source) -> tuple[int, ...]:
+    return tuple(source.qw.shape if source.qw else source.info.shape)
+
+
+def output_dtype(mx, source: Source):
+    """The MLX dtype ``source`` is handed to sanitize as (decoded weights: bfloat16)."""
+    from ..mlx_arrays import mx_dtype
+    return mx.bfloat16 if source.kind != "copy" else mx_dtype(source.info.dtype)
+
+
+def _tagged_placeholder(mx, source: Source):
+    """A lazy array (nothing allocated) with the source's output shape. Weights to
+    re-quantize are tagged by a dtype no checkpoint tensor is handed as: float64 for FP4
+    (must be re-quantized), complex64 for FP8 under --include-fp8 (BF16 where the group
+    does not fit)."""
     if source.kind == "requantize":
         tag = mx.float64 if source.qw.codec == "e2m1" else mx.complex64
-        return mx.zeros(source.qw.shape, dtype=tag)
-    if source.kind in ("dequant", "cast"):
-        shape = source.qw.shape if source.qw else source.info.shape
-        return mx.zeros(shape, dtype=mx.bfloat16)
-    from ..mlx_arrays import mx_dtype
-    if source.info.dtype == "F64":  # float64 is the tag above
-        raise ScalefixError("--to mlx-affine does not handle F64 tensors",
-                            file=source.info.file, tensor=source.info.name)
-    return mx.zeros(source.info.shape, dtype=mx_dtype(source.info.dtype))
+        return mx.zeros(output_shape(source), dtype=tag)
+    return mx.zeros(output_shape(source), dtype=output_dtype(mx, source))
 
 
-def _plan_unit(mx, unit: Unit, spec: AffineSpec, layout: Layout) -> list[str]:
-    """Fill ``unit.outputs`` from a lazy sanitize pass; return the re-quantized modules and
-    the FP8 weights kept BF16 because their input dim does not fit the group."""
+def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
+    """The outputs of a lazy sanitize pass over the whole checkpoint, in order; the
+    re-quantized modules; the FP8 weights kept BF16 because their input dim fits no group."""
     from ..mlx_arrays import safetensors_dtype
-    placeholders = {s.name: _placeholder(mx, s) for s in unit.sources}
-    if len(placeholders) != len(unit.sources):
-        raise ScalefixError("two tensors would get this name", tensor=unit.sources[0].name)
-    modules, kept = [], []
+    placeholders = {s.name: _tagged_placeholder(mx, s) for s in sources}
+    outputs, modules, kept = [], [], []
     for name, array in layout.sanitize(placeholders).items():
         if array.dtype not in (mx.float64, mx.complex64):
-            unit.outputs.append(Output(Entry(name, safetensors_dtype(array), tuple(array.shape)),
-                                       name, "plain"))
+            outputs.append(Output(Entry(name, safetensors_dtype(array), tuple(array.shape)),
+                                  name, "plain"))
             continue
         if not name.endswith(".weight") or array.ndim < 2:
             raise ScalefixError(f"{layout.name} turned a quantized weight into {name!r}, "
@@ -183,17 +198,17 @@ def _plan_unit(mx, unit: Unit, spec: AffineSpec, layout: Layout) -> list[str]:
                                 f"{spec.group_size}: choose another group size", tensor=name)
         if cols % spec.group_size:  # optional FP8: stays BF16, as mlx-lm's own convert does
             kept.append(name)
-            unit.outputs.append(Output(Entry(name, "BF16", tuple(array.shape)), name, "plain"))
+            outputs.append(Output(Entry(name, "BF16", tuple(array.shape)), name, "plain"))
             continue
         module, lead = name[: -len(".weight")], tuple(array.shape[:-1])
-        unit.outputs += [
+        outputs += [
             Output(Entry(name, "U32", lead + (cols * spec.bits // 32,)), name, "weight"),
             Output(Entry(f"{module}.scales", "BF16", lead + (cols // spec.group_size,)), name,
                    "scales"),
             Output(Entry(f"{module}.biases", "BF16", lead + (cols // spec.group_size,)), name,
                    "biases")]
         modules.append(module)
-    return modules, kept
+    return outputs, modules, kept
 
 
 def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
@@ -207,20 +222,23 @@ def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
         raise ScalefixError(f"cannot decode: {result.reasons[name]}; nothing written",
                             file=result.bundle.tensors[name].file, tensor=name)
     dropped: dict[str, str] = {}
-    units = _sources(result, spec, dropped)
-    plan = AffinePlan(result, spec, layout, units, shards=[], modules=[], dropped=dropped)
+    sources = _sources(result, spec, dropped)
+    plan = AffinePlan(result, spec, layout, sources, units=[], shards=[], modules=[],
+                      dropped=dropped)
     if plan.nothing_to_do:
         return plan
-    if not any(s.kind == "requantize" for u in units for s in u.sources):
+    if not any(s.kind == "requantize" for s in sources):
         raise ScalefixError("no FP4 weights to re-quantize; add --include-fp8 to re-quantize "
                             "the FP8 weights too (or drop --to for a plain BF16 rewrite)")
-    for unit in units:
-        modules, kept = _plan_unit(mx, unit, spec, layout)
-        plan.modules += modules
-        plan.kept_bf16 += kept
-    outputs = [o for u in units for o in u.outputs]
-    names = Counter(o.entry.name for o in outputs)
-    clash = [n for n, c in names.items() if c > 1]
+    outputs, plan.modules, plan.kept_bf16 = _plan_outputs(mx, sources, spec, layout)
+    units: dict[tuple, Unit] = {}
+    for source in sources:
+        units.setdefault(unit_of(source.name), Unit(unit_of(source.name))).sources.append(source)
+    for out in outputs:
+        units.setdefault(unit_of(out.tensor), Unit(unit_of(out.tensor))).outputs.append(out)
+    plan.units = [units[key] for key in sorted(units)]
+    outputs = [o for u in plan.units for o in u.outputs]  # written unit by unit
+    clash = [n for n, c in Counter(o.entry.name for o in outputs).items() if c > 1]
     if clash:
         raise ScalefixError("two output tensors would get this name", tensor=clash[0])
     metadata = {k: v for k, v in result.bundle.metadata.items() if k != COMFY_METADATA_KEY}

@@ -14,8 +14,8 @@ from ..formats.dequant import dequantize
 from ..formats.tensor_data import read_raw
 from . import staging as stage
 from .config_edit import copy_other_files, write_json
-from .mlx_affine import AffinePlan, AffineSpec, Source, Unit, mlx_config
-from .mlx_layout import Layout
+from .mlx_affine import (AffinePlan, AffineSpec, Source, Unit, mlx_config, output_dtype,
+                         output_shape)
 
 
 def _array(source: Source):
@@ -30,43 +30,66 @@ def _array(source: Source):
     return read_array(source.info)
 
 
-def unit_arrays(unit: Unit, spec: AffineSpec, layout: Layout,
-                sqnr: dict | None = None) -> dict:
+def standins(plan: AffinePlan) -> dict:
+    """Every source as a lazy array of its shape and dtype, never evaluated: sanitizers look
+    at the whole checkpoint (mixtral checks layer 0's experts before stacking any layer), so
+    each layer is sanitized beside stand-ins for all the others. Float stand-ins are NaN, so
+    an output that mixed in another layer's data would be caught, not written."""
+    import mlx.core as mx
+
+    out = {}
+    for source in plan.sources:
+        dtype = output_dtype(mx, source)
+        fill = math.nan if mx.issubdtype(dtype, mx.floating) else 0
+        out[source.name] = mx.full(output_shape(source), fill, dtype=dtype)
+    return out
+
+
+def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict) -> dict:
     """Every output array of ``unit``, by output name, in MLX (evaluated); the SQNR of each
     re-quantized module goes into ``sqnr``."""
     import mlx.core as mx
 
-    sanitized = layout.sanitize({s.name: _array(s) for s in unit.sources})
-    out = {}
+    spec = plan.spec
+    arrays = dict(stand_ins)
+    arrays.update({s.name: _array(s) for s in unit.sources})
+    sanitized = plan.layout.sanitize(arrays)
+    out, nan_checks, errors = {}, {}, {}
     for o in unit.outputs:
+        array = sanitized[o.tensor]
+        if mx.issubdtype(array.dtype, mx.floating):
+            nan_checks[o.tensor] = mx.any(mx.isnan(array))
         if o.part == "plain":
-            out[o.entry.name] = sanitized[o.tensor]
+            out[o.entry.name] = array
         elif o.part == "weight":
-            w = sanitized[o.tensor]
-            if w.dtype != mx.bfloat16:
-                raise ScalefixError(f"internal: {o.tensor} is {w.dtype} after sanitize, "
+            if array.dtype != mx.bfloat16:
+                raise ScalefixError(f"internal: {o.tensor} is {array.dtype} after sanitize, "
                                     "expected bfloat16")
-            q, scales, biases = mx.quantize(w, group_size=spec.group_size, bits=spec.bits,
+            q, scales, biases = mx.quantize(array, group_size=spec.group_size, bits=spec.bits,
                                             mode="affine")
             module = o.tensor[: -len(".weight")]
             out.update({o.tensor: q, f"{module}.scales": scales, f"{module}.biases": biases})
-            if sqnr is not None:
-                sqnr[module] = requantization_sqnr(mx, w, q, scales, biases, spec)
-    mx.eval(list(out.values()))
+            errors[module] = requantization_error(mx, array, q, scales, biases, spec)
+    mx.eval(list(out.values()) + list(nan_checks.values()) + list(errors.values()))
+    for name, has_nan in nan_checks.items():
+        if has_nan.item():
+            raise ScalefixError(f"holds NaN after {plan.layout.name}'s sanitize: the source "
+                                "has NaN there, or the layout mixes tensors of several layers "
+                                "(not supported: nothing written)", tensor=name)
+    for module, (signal, noise) in errors.items():
+        signal, noise = signal.item(), noise.item()
+        sqnr[module] = math.inf if noise == 0 else (
+            10 * math.log10(signal / noise) if signal > 0 else -math.inf)
     return out
 
 
-def requantization_sqnr(mx, w, q, scales, biases, spec: AffineSpec) -> float:
-    """SQNR in dB of the affine result against the exact decoded weight: what the user gives
-    up by going to affine, measured by MLX's own ``mx.dequantize`` (inf when lossless)."""
+def requantization_error(mx, w, q, scales, biases, spec: AffineSpec):
+    """(signal, noise) energies of the affine result against the exact decoded weight, by
+    MLX's own ``mx.dequantize``: what the user gives up by going to affine (lazy)."""
     back = mx.dequantize(q, scales, biases, group_size=spec.group_size, bits=spec.bits,
                          mode="affine").astype(mx.float32)
     exact = w.astype(mx.float32)
-    signal = mx.sum(exact * exact).item()
-    noise = mx.sum((exact - back) ** 2).item()
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+    return mx.sum(exact * exact), mx.sum((exact - back) ** 2)
 
 
 def sqnr_summary(sqnr: dict[str, float]) -> dict | None:
@@ -151,10 +174,11 @@ def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, progress, not
     shards = ShardSequence(plan, staging, reused,
                            lambda name, fp: stage.commit_shard(staging, name, fp))
     sqnr: dict[str, float] = {}
+    stand_ins = standins(plan)
     try:
         for unit in plan.units:
             if shards.wanted(unit):
-                for name, array in unit_arrays(unit, plan.spec, plan.layout, sqnr).items():
+                for name, array in unit_arrays(plan, unit, stand_ins, sqnr).items():
                     shards.write(name, array)
             progress.advance(sum(s.info.nbytes for s in unit.sources))
     finally:

@@ -4,8 +4,9 @@ An MLX-quantized bundle is only loadable if its quantized modules sit under the 
 builds its model with (``model.layers.3.mlp.experts.switch_mlp.gate_proj``), not the
 checkpoint's (``layers.3.ffn.experts.7.w1``): mlx-lm stacks, splits and renames in
 ``sanitize`` and quantizes by post-sanitize module path (formats.md section 3). Rather than
-keep a second copy of that knowledge, scalefix runs mlx-lm's sanitize itself, one layer at a
-time, on already-dequantized tensors, exactly as mlx-lm would on a BF16 checkpoint.
+keep a second copy of that knowledge, scalefix runs mlx-lm's sanitize itself on decoded
+tensors, exactly as mlx-lm would on a BF16 checkpoint (one layer real at a time, the rest
+lazy stand-ins: see ``mlx_affine``).
 
 Without mlx-lm, or for a model type it does not know, names stay as in the source.
 """
@@ -29,10 +30,8 @@ class Layout:
 
 
 def unit_of(name: str) -> tuple[int, int]:
-    """The group a tensor is sanitized with: its decoder layer, everything else last.
-
-    Sanitizers stack experts within a layer and rename per key, so a layer is the smallest
-    unit that gives the same result as sanitizing the whole checkpoint at once."""
+    """The unit a tensor is decoded and written with: its decoder layer, everything else
+    last. Sanitizers keep layer numbers, so a source and its MLX output share a unit."""
     match = LAYER.search(name)
     return (0, int(match.group(1))) if match else (1, 0)
 
