@@ -1,10 +1,12 @@
 """Keep glibc from returning every freed chunk to the kernel.
 
-The rewrite allocates and frees megabyte-sized buffers thousands of times a second (reads,
-decoded rows). glibc serves each one with a fresh mmap and unmaps it on free, so every chunk
-costs a page fault per 4 KiB: measured here, that doubled the kernel time of a 1.7 GB
-rewrite (7.5 s of 11 s). Raising the mmap and trim thresholds lets freed chunks be reused
-from the heap; resident memory grows only by the pipeline's working set (tens of MB).
+The rewrite allocates and frees large temporaries thousands of times a second (np.take
+widens each 64K-element index to intp; chunks that straddle two output segments are decoded
+aside; reads and outputs go to preallocated buffers). glibc serves each one with a fresh
+mmap and unmaps it on free, so every chunk costs a page fault per 4 KiB: measured here,
+that doubled the kernel time of a 1.7 GB rewrite (7.5 s of 11 s). Raising the mmap and trim
+thresholds lets freed chunks be reused from the heap; resident memory grows only by the
+pipeline's working set (tens of MB).
 Only on glibc (Linux); elsewhere a no-op.
 """
 
