@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "MLX's own mx.quantize (never by copying codes, never with "
                               "(max-min)/15); FP8 weights become BF16 unless --include-fp8; "
                               "tensor names follow mlx-lm's sanitize for the model type; memory "
-                              "is about one layer. Needs the MLX extra")
+                              "is about two decoded layers. Needs the MLX extra")
     rewrite.add_argument("--bits", type=int, default=None,
                          help="mlx-affine bits: 2, 3, 4, 5, 6 or 8 (default 4)")
     rewrite.add_argument("--group-size", type=int, default=None,

@@ -11,7 +11,8 @@ selected quantized weight are then re-quantized. The output headers are planned 
 one lazy, allocation-free sanitize pass over the whole checkpoint (MLX arrays are lazy), so
 shards stream and ``--resume`` works as for the BF16 rewrite. Writing goes layer by layer:
 the layer's tensors are decoded for real, every other tensor is a lazy stand-in that is
-never evaluated, and only the layer's outputs are. Memory: about one layer, decoded.
+never evaluated, and only the layer's outputs are. Memory: about two layers, decoded
+(the layer's sources and the output being stacked).
 """
 
 from __future__ import annotations

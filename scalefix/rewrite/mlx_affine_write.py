@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import ScalefixError
 from ..formats.codecs import decode, f32_to_bf16
@@ -18,16 +22,23 @@ from .mlx_affine import (AffinePlan, AffineSpec, Source, Unit, mlx_config, outpu
                          output_shape)
 
 
-def _array(source: Source):
-    """The tensor handed to sanitize: decoded to BF16 (bit for bit ``rewrite``'s) or raw."""
-    from ..mlx_arrays import bf16_array, read_array
+def _decoded(source: Source):
+    """What sanitize gets for ``source``, as numpy (runs in the pool: numpy frees the GIL):
+    BF16 bits, bit for bit ``rewrite``'s, for what is decoded; None for raw tensors."""
     if source.kind in ("requantize", "dequant"):
-        return bf16_array(dequantize(source.qw, "bf16"))
+        return dequantize(source.qw, "bf16")
     if source.kind == "cast":
         codec = "e4m3" if source.info.dtype == "F8_E4M3" else "e5m2"
-        bits = f32_to_bf16(decode(read_raw(source.info), codec))
-        return bf16_array(bits.reshape(source.info.shape))
-    return read_array(source.info)
+        return f32_to_bf16(decode(read_raw(source.info), codec)).reshape(source.info.shape)
+    return None
+
+
+def _unit_sources(unit: Unit, pool) -> dict:
+    """The unit's sources as MLX arrays, decoded in the pool."""
+    from ..mlx_arrays import bf16_array, read_array
+    decoded = pool.map(_decoded, unit.sources)
+    return {s.name: read_array(s.info) if bits is None else bf16_array(bits)
+            for s, bits in zip(unit.sources, decoded)}
 
 
 def standins(plan: AffinePlan) -> dict:
@@ -45,51 +56,92 @@ def standins(plan: AffinePlan) -> dict:
     return out
 
 
-def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict) -> dict:
-    """Every output array of ``unit``, by output name, in MLX (evaluated); the SQNR of each
-    re-quantized module goes into ``sqnr``."""
+QUANTIZE_ELEMENTS = 1 << 20  # elements per block: temporaries stay under glibc's mmap threshold
+
+
+def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict, pool):
+    """Yield ``(output name, evaluated MLX array)`` for every output of ``unit``, one module
+    at a time so only the unit's decoded sources and one sanitized tensor are alive at once;
+    the SQNR of each re-quantized module goes into ``sqnr``."""
     import mlx.core as mx
 
-    spec = plan.spec
     arrays = dict(stand_ins)
-    arrays.update({s.name: _array(s) for s in unit.sources})
+    arrays.update(_unit_sources(unit, pool))
     sanitized = plan.layout.sanitize(arrays)
-    out, nan_checks, errors = {}, {}, {}
+    del arrays  # sources now live only in sanitize's graph: freed once their output is
     for o in unit.outputs:
-        array = sanitized[o.tensor]
-        if mx.issubdtype(array.dtype, mx.floating):
-            nan_checks[o.tensor] = mx.any(mx.isnan(array))
-        if o.part == "plain":
-            out[o.entry.name] = array
-        elif o.part == "weight":
-            if array.dtype != mx.bfloat16:
-                raise ScalefixError(f"internal: {o.tensor} is {array.dtype} after sanitize, "
-                                    "expected bfloat16")
-            q, scales, biases = mx.quantize(array, group_size=spec.group_size, bits=spec.bits,
-                                            mode="affine")
-            module = o.tensor[: -len(".weight")]
-            out.update({o.tensor: q, f"{module}.scales": scales, f"{module}.biases": biases})
-            errors[module] = requantization_error(mx, array, q, scales, biases, spec)
-    mx.eval(list(out.values()) + list(nan_checks.values()) + list(errors.values()))
-    for name, has_nan in nan_checks.items():
-        if has_nan.item():
+        if o.part in ("scales", "biases"):
+            continue  # yielded with their weight
+        array = sanitized.pop(o.tensor)
+        mx.eval(array)
+        if mx.issubdtype(array.dtype, mx.floating) and mx.any(mx.isnan(array)).item():
             raise ScalefixError(f"holds NaN after {plan.layout.name}'s sanitize: the source "
                                 "has NaN there, or the layout mixes tensors of several layers "
-                                "(not supported: nothing written)", tensor=name)
-    for module, (signal, noise) in errors.items():
-        signal, noise = signal.item(), noise.item()
+                                "(not supported: nothing written)", tensor=o.tensor)
+        if o.part == "plain":
+            yield o.entry.name, array
+            continue
+        if array.dtype != mx.bfloat16:
+            raise ScalefixError(f"internal: {o.tensor} is {array.dtype} after sanitize, "
+                                "expected bfloat16")
+        q, scales, biases, (signal, noise) = quantize_rows(mx, array, plan.spec, pool)
+        del array
+        module = o.tensor[: -len(".weight")]
         sqnr[module] = math.inf if noise == 0 else (
             10 * math.log10(signal / noise) if signal > 0 else -math.inf)
-    return out
+        yield o.tensor, q
+        yield f"{module}.scales", scales
+        yield f"{module}.biases", biases
 
 
-def requantization_error(mx, w, q, scales, biases, spec: AffineSpec):
-    """(signal, noise) energies of the affine result against the exact decoded weight, by
-    MLX's own ``mx.dequantize``: what the user gives up by going to affine (lazy)."""
-    back = mx.dequantize(q, scales, biases, group_size=spec.group_size, bits=spec.bits,
-                         mode="affine").astype(mx.float32)
-    exact = w.astype(mx.float32)
-    return mx.sum(exact * exact), mx.sum((exact - back) ** 2)
+def quantize_rows(mx, w, spec: AffineSpec, pool):
+    """``mx.quantize(w)`` a block of rows at a time (affine groups run along the last axis,
+    so the result is the same bits as one call), with the (signal, noise) energies of the
+    result against ``w`` by MLX's own ``mx.dequantize``: what the user gives up by going to
+    affine. Blocks bound the float32 temporaries whatever the tensor's size; on the CPU they
+    run in the pool, as MLX evaluates a graph on one core (measured: 2 threads, 2.2x)."""
+    rows = math.prod(w.shape[:-1])
+    step = max(1, QUANTIZE_ELEMENTS // w.shape[-1])
+    blocks = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    work = partial(_quantize_block, mx, spec, w)
+    parts = list(pool.map(work, blocks) if mx.default_device() == mx.cpu else map(work, blocks))
+    lead = tuple(w.shape[:-1])
+    q, scales, biases = (mx.concatenate([p[i] for p in parts]).reshape(lead + (-1,))
+                         for i in range(3))
+    mx.eval(q, scales, biases)
+    return q, scales, biases, (sum(p[3] for p in parts), sum(p[4] for p in parts))
+
+
+_thread = threading.local()
+
+
+def _quantize_block(mx, spec: AffineSpec, w, block: tuple[int, int]):
+    """Rows ``block`` of ``w`` (evaluated), on this thread's own stream (MLX streams belong to
+    a thread, so even the slicing happens here): (q, scales, biases, signal, noise)."""
+    if getattr(_thread, "stream", None) is None:
+        _thread.stream = mx.new_stream(mx.default_device())
+    with mx.stream(_thread.stream):
+        rows = w.reshape(-1, w.shape[-1])[block[0]: block[1]]
+        q, scales, biases = mx.quantize(rows, group_size=spec.group_size, bits=spec.bits,
+                                        mode="affine")
+        back = mx.dequantize(q, scales, biases, group_size=spec.group_size, bits=spec.bits,
+                             mode="affine")
+        mx.eval(q, scales, biases, back, rows)
+    signal, noise = _energies(_bf16_to_f32(mx, rows), _bf16_to_f32(mx, back))
+    return q, scales, biases, signal, noise
+
+
+def _bf16_to_f32(mx, array) -> np.ndarray:
+    return (np.array(array.view(mx.uint16)).astype(np.uint32) << 16).view(np.float32)
+
+
+def _energies(exact: np.ndarray, back: np.ndarray) -> tuple[float, float]:
+    """(sum exact^2, sum (exact - back)^2): per-row float32 sums (short, exact enough) added
+    up in float64, as one float32 sum over a whole expert stack loses whole percents. numpy,
+    not MLX: measured 1.6x faster on the CPU."""
+    diff = exact - back
+    return (float(np.einsum("ij,ij->i", exact, exact).sum(dtype=np.float64)),
+            float(np.einsum("ij,ij->i", diff, diff).sum(dtype=np.float64)))
 
 
 def sqnr_summary(sqnr: dict[str, float]) -> dict | None:
@@ -110,6 +162,8 @@ class ShardSequence:
         self._shard_of = {o.entry.name: i for i, s in enumerate(plan.shards) for o in s.tensors}
         self._entries = {o.entry.name: o.entry for s in plan.shards for o in s.tensors}
         self._left = [len(s.tensors) for s in plan.shards]
+        self._next = {i: iter([o.entry.name for o in s.tensors])
+                      for i, s in enumerate(plan.shards)}
         self._open: tuple[int, object] | None = None
 
     def wanted(self, unit: Unit) -> bool:
@@ -127,7 +181,10 @@ class ShardSequence:
             fh = open(self._staging / f".{shard.filename}.tmp", "wb")
             fh.write(shard.header())
             self._open = (index, fh)
-        entry = self._entries[name]
+        entry, expected = self._entries[name], next(self._next[index], None)
+        if name != expected:  # the header's offsets assume the plan's order
+            raise ScalefixError(f"internal: got {name}, the plan has {expected} next",
+                                file=shard.filename)
         if (safetensors_dtype(array), tuple(array.shape)) != (entry.dtype, entry.shape):
             raise ScalefixError(f"internal: got {safetensors_dtype(array)} "
                                 f"{list(array.shape)}, planned {entry.dtype} "
@@ -158,7 +215,7 @@ class ShardSequence:
 
 
 def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, progress, note,
-                        summary) -> int:
+                        summary, pool) -> int:
     """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards."""
     bundle = plan.classification.bundle
     staging = stage.prepare(dst, resume, note)
@@ -178,7 +235,7 @@ def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, progress, not
     try:
         for unit in plan.units:
             if shards.wanted(unit):
-                for name, array in unit_arrays(plan, unit, stand_ins, sqnr).items():
+                for name, array in unit_arrays(plan, unit, stand_ins, sqnr, pool):
                     shards.write(name, array)
             progress.advance(sum(s.info.nbytes for s in unit.sources))
     finally:

@@ -171,18 +171,17 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     progress = Progress(_source_bytes(plan), "rewrite",
                         enabled=False if options.quiet else options.progress)
     try:
-        if options.affine is not None:
-            from .mlx_affine_write import write_affine_bundle
-            summary.reused_shards = write_affine_bundle(plan, dst, options.resume, progress,
-                                                        note, summary)
-        else:
-            pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
-            with pool:
-                if single_file:
-                    _write_single(plan, dst, progress, pool)
-                else:
-                    summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
-                                                          summary, pool)
+        pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
+        with pool:
+            if options.affine is not None:
+                from .mlx_affine_write import write_affine_bundle
+                summary.reused_shards = write_affine_bundle(plan, dst, options.resume,
+                                                            progress, note, summary, pool)
+            elif single_file:
+                _write_single(plan, dst, progress, pool)
+            else:
+                summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
+                                                      summary, pool)
     finally:
         progress.close()
     summary.status = "written"
