@@ -7,7 +7,8 @@ make_dsv3_fp8.py, then run every contender as a subprocess on it, one after the
 other, measuring wall time, peak RSS and output bytes, hash every output
 tensor, delete the output, and finally print a markdown table and write JSON.
 
-Contenders (see README.md): io_floor, deepseek_port, ct, mlx, scalefix.
+Contenders (see README.md): io_floor, io_floor_direct, deepseek_port, ct, ct_contig, mlx,
+scalefix.
 Needs only the standard library and numpy (for the numpy reference).
 """
 
@@ -36,7 +37,7 @@ import peers  # noqa: E402
 
 GEN_VERSION = 2  # bump when make_dsv3_fp8's output changes, to invalidate cached checkpoints
 CHUNK = 64 << 20
-ALL = ["io_floor", "deepseek_port", "ct", "ct_contig", "mlx", "scalefix"]
+ALL = ["io_floor", "io_floor_direct", "deepseek_port", "ct", "ct_contig", "mlx", "scalefix"]
 
 CT_SCRIPT = r"""
 import sys
@@ -295,9 +296,9 @@ def scalefix_available(py: str) -> tuple[bool, str]:
 
 
 def build_command(name: str, src: Path, dst: Path, args, info: dict) -> list[str]:
-    if name == "io_floor":
+    if name in ("io_floor", "io_floor_direct"):
         return [sys.executable, str(BENCH / "io_floor.py"), str(src), str(dst),
-                str(info["expected_out_bytes"])]
+                str(info["expected_out_bytes"])] + (["--direct"] if name == "io_floor_direct" else [])
     if name == "deepseek_port":
         return [str(peers.ensure("torch")), str(BENCH / "deepseek_cpu_port.py"), str(src), str(dst)]
     if name == "ct":
@@ -395,7 +396,7 @@ def run_size(size_gb: float, args, workdir: Path) -> dict:
                   file=sys.stderr, flush=True)
             m = measure(cmd, log if rep == 0 else log.with_suffix(f".{rep + 1}.log"), args.timeout)
             m["cache"] = cache
-            m["out_bytes"] = (dir_bytes(dst, "*" if name == "io_floor" else "*.safetensors")
+            m["out_bytes"] = (dir_bytes(dst, "*" if name.startswith("io_floor") else "*.safetensors")
                               if dst.exists() else 0)
             runs.append(m)
             if m["rc"] != 0 or m["timed_out"]:
@@ -418,7 +419,7 @@ def run_size(size_gb: float, args, workdir: Path) -> dict:
             r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
             r["status"] = "ok"
             r["out_gbps"] = r["out_bytes"] / 1e9 / r["wall_s"]
-            if name != "io_floor":
+            if not name.startswith("io_floor"):
                 t = time.perf_counter()
                 try:
                     hashes[name] = output_hashes(dst, cfg)
@@ -431,8 +432,10 @@ def run_size(size_gb: float, args, workdir: Path) -> dict:
     floor = results.get("io_floor", {})
     floor_s = floor.get("wall_s") if floor.get("status") == "ok" else None
     for name, r in results.items():
-        if name == "io_floor":
+        if name.startswith("io_floor"):
             r["identical_to"] = ["n/a"]
+            if name != "io_floor" and floor_s and r.get("wall_s"):
+                r["x_io_floor"] = r["wall_s"] / floor_s
             continue
         if name not in hashes:
             r["identical_to"] = []
