@@ -53,11 +53,16 @@ class Plan:
     dropped: dict[str, str] = field(default_factory=dict)   # tensor -> why
     config_changes: list[str] = field(default_factory=list)
 
+    new_config: dict | None = None     # config.json to write (None: copy as is)
+
     @property
     def tensors(self):
         return [t for shard in self.shards for t in shard.tensors]
 
-    new_config: dict | None = None     # config.json to write (None: copy as is)
+    @property
+    def source_bytes(self) -> int:
+        """Source bytes the rewrite reads (what its progress bar counts)."""
+        return sum(t.source.nbytes for t in self.tensors)
 
     @property
     def nothing_to_do(self) -> bool:

@@ -115,12 +115,6 @@ def _validate_weight(qw) -> None:
     load_scale(qw)
 
 
-def _source_bytes(plan) -> int:
-    if hasattr(plan, "source_bytes"):
-        return plan.source_bytes
-    return sum(t.source.nbytes for t in plan.tensors)
-
-
 def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     note = note or (lambda msg: print(f"scalefix: {msg}", file=sys.stderr))
     started = time.monotonic()
@@ -168,7 +162,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         summary.seconds = time.monotonic() - started
         return summary
     reuse_large_buffers()
-    progress = Progress(_source_bytes(plan), "rewrite",
+    progress = Progress(plan.source_bytes, "rewrite",
                         enabled=False if options.quiet else options.progress)
     try:
         pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
