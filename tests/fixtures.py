@@ -367,14 +367,15 @@ DSV4_TINY_CONFIG = {
                             "weight_block_size": [128, 128]}}
 
 
-def dsv4_tiny_model(root: Path) -> Fixture:
+def dsv4_tiny_model(root: Path, **config) -> Fixture:
     """A whole (tiny) DeepSeek-V4 checkpoint as published: no ``model.`` prefix, FP8 + E8M0
     128x128 ``.scale`` for attention and shared experts, FP4 routed experts (I8 low nibble
     first + group-32 E8M0), F32 sinks / router bias / hyper-connection tensors; the config is
-    one mlx-lm's ``deepseek_v41`` model accepts. Two shards, one expert scale in the other."""
+    one mlx-lm's ``deepseek_v41`` model accepts (``config`` overrides sizes). Two shards, one
+    expert scale in the other."""
     gen = torch.Generator().manual_seed(41)
     fx = Fixture(root)
-    cfg = DSV4_TINY_CONFIG
+    cfg = {**DSV4_TINY_CONFIG, **config}
     h, experts = cfg["hidden_size"], cfg["n_routed_experts"]
     heads, hd, inter = cfg["num_attention_heads"], cfg["head_dim"], cfg["moe_intermediate_size"]
     t: dict[str, torch.Tensor] = {}

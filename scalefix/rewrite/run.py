@@ -262,7 +262,9 @@ def render_summary(summary: Summary) -> str:
     if quality:
         lines.append(f"  affine error vs the exact decode (mx.dequantize): SQNR min "
                      f"{quality['min_db']} dB ({quality['worst']}), median "
-                     f"{quality['median_db']} dB over {quality['modules']} module(s)")
+                     f"{quality['median_db']} dB over {quality['modules']} module(s)"
+                     + (" written this run (reused shards not re-measured)"
+                        if summary.reused_shards else ""))
     if summary.status == "written" and "requantized" not in counts:
         lines.append(f"check it: scalefix verify {summary.source} {summary.destination}")
     return "\n".join(lines)
