@@ -3,10 +3,8 @@ loader; drops, copies, configs, atomicity, resume, refusals."""
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from scalefix.cli import main
 
 from .fixtures import VARIANTS
+from .killing import kill_after_first_shard
 from .test_malformed_inputs import CASES as MALFORMED
 
 
@@ -222,14 +221,7 @@ def _killed_run(tmp_path: Path, src: Path) -> tuple[list, Path, Path]:
     staging = tmp_path / ".dst.scalefix-partial"
     cmd = [sys.executable, "-m", "scalefix", "rewrite", str(src), "--out", str(dst),
            "--max-shard-size", "8MB", "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if staging.is_dir() and any(p.name.endswith(".done") for p in staging.iterdir()):
-            break
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_shard(cmd, staging)
     return cmd, dst, staging
 
 

@@ -299,10 +299,10 @@ def test_resume_reuses_finished_shards(tmp_path):
 def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     """A real SIGKILL once the first shard is finished: no DST; --resume reuses the finished
     shards and the bundle equals an uninterrupted run, byte for byte."""
-    import signal
     import subprocess
     import sys
-    import time
+
+    from .killing import kill_after_first_shard
     fx = dsv4_tiny_model(tmp_path / "src", num_hidden_layers=8, hidden_size=256,
                          moe_intermediate_size=512, n_routed_experts=16)
     ref, dst = tmp_path / "ref", tmp_path / "dst"
@@ -311,14 +311,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     staging = tmp_path / ".dst.scalefix-partial"
     cmd = [sys.executable, "-m", "scalefix", "rewrite", str(fx.path), *args, "--out", str(dst),
            "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if staging.is_dir() and any(p.name.endswith(".done") for p in staging.iterdir()):
-            break
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_shard(cmd, staging)
     assert not dst.exists(), "a killed run must not leave a complete-looking DST"
     done = [p for p in staging.iterdir() if p.name.endswith(".done")]
     shards = [p for p in ref.iterdir() if p.suffix == ".safetensors"]
