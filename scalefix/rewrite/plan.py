@@ -187,8 +187,8 @@ def build_rename_plan(result: Classification, target: str, max_shard_bytes: int,
     clash = {renames[k] for k in renames} & (set(bundle.tensors) - set(renames))
     if clash:
         raise ScalefixError("renaming would overwrite an existing tensor", tensor=sorted(clash)[0])
-    plan.shards = pack_shards(outputs, max_shard_bytes, base, single_file, dict(bundle.metadata) or
-                        {"format": "pt"})
+    plan.shards = pack_shards(outputs, max_shard_bytes, base, single_file,
+                              dict(bundle.metadata) or {"format": "pt"})
     if renames:
         from .config_edit import config_for_scale_naming
         plan.new_config, changes = config_for_scale_naming(bundle.config, result, target)
