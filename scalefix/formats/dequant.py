@@ -78,7 +78,7 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
     geo = qw.geometry
     n = raw_rows.size // row_bytes(qw)
     if out is None:
-        out = np.empty((n, geo.cols), dtype=_STORAGE[out_dtype])
+        out = np.empty((n, geo.cols), dtype=STORAGE[out_dtype])
     if qw.codec not in ("e4m3", "e5m2") or (scale.size > 1 and not _lookup_fits(geo, scale)):
         out[...] = encode(dequantize_rows(qw, raw_rows, scale, row_start), out_dtype)
         return out
@@ -117,7 +117,8 @@ def _lookup_fits(geo, scale: np.ndarray) -> bool:
     return geo.block[1] >= 16 and scale.shape[1] >= -(-geo.cols // geo.block[1])
 
 
-_STORAGE = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+# the numpy dtype that holds each output dtype (BF16 as its uint16 bits)
+STORAGE = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
 GATHER_ELEMENTS = 1 << 16  # elements per gather pass: index and output stay in L2
 
 

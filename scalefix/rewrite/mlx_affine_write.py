@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ScalefixError
-from ..formats.codecs import decode, f32_to_bf16
+from ..formats.classify import WEIGHT_CODECS
+from ..formats.codecs import bf16_to_f32, decode, f32_to_bf16
 from ..formats.dequant import dequantize
 from ..formats.tensor_data import read_raw
 from . import staging as stage
@@ -28,8 +29,8 @@ def _decoded(source: Source):
     if source.kind in ("requantize", "dequant"):
         return dequantize(source.qw, "bf16")
     if source.kind == "cast":
-        codec = "e4m3" if source.info.dtype == "F8_E4M3" else "e5m2"
-        return f32_to_bf16(decode(read_raw(source.info), codec)).reshape(source.info.shape)
+        values = decode(read_raw(source.info), WEIGHT_CODECS[source.info.dtype])
+        return f32_to_bf16(values).reshape(source.info.shape)
     return None
 
 
@@ -127,12 +128,8 @@ def _quantize_block(mx, spec: AffineSpec, w, block: tuple[int, int]):
         back = mx.dequantize(q, scales, biases, group_size=spec.group_size, bits=spec.bits,
                              mode="affine")
         mx.eval(q, scales, biases, back, rows)
-    signal, noise = _energies(_bf16_to_f32(mx, rows), _bf16_to_f32(mx, back))
+    signal, noise = _energies(*(bf16_to_f32(np.array(a.view(mx.uint16))) for a in (rows, back)))
     return q, scales, biases, signal, noise
-
-
-def _bf16_to_f32(mx, array) -> np.ndarray:
-    return (np.array(array.view(mx.uint16)).astype(np.uint32) << 16).view(np.float32)
 
 
 def _energies(exact: np.ndarray, back: np.ndarray) -> tuple[float, float]:

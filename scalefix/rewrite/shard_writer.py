@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import ScalefixError
 from ..formats.codecs import table
-from ..formats.dequant import _STORAGE, decode_rows, encode, load_scale, row_bytes
+from ..formats.classify import WEIGHT_CODECS
+from ..formats.dequant import STORAGE, decode_rows, encode, load_scale, row_bytes
 from .plan import OutShard, OutTensor
 from .progress import Progress
 
@@ -237,7 +238,7 @@ def _lookup(lut: np.ndarray, raw: np.ndarray, out: np.ndarray) -> None:
 def _dequant(qw, scale: np.ndarray, out_dtype: str, start: int, n: int, raw: np.ndarray,
              out: np.ndarray) -> None:
     decode_rows(qw, raw, scale, start, out_dtype,
-                out=out.view(_STORAGE[out_dtype]).reshape(n, qw.geometry.cols))
+                out=out.view(STORAGE[out_dtype]).reshape(n, qw.geometry.cols))
 
 
 def _jobs(tensor: OutTensor, out_dtype: str):
@@ -248,15 +249,14 @@ def _jobs(tensor: OutTensor, out_dtype: str):
             n = min(COPY_CHUNK, src.nbytes - start)
             yield Job(src.file, src.offset + start, n, n, _copy)
     elif qw is None:  # FP8 without a scale: the codes' own values (scale 1), one lookup each
-        codec = "e4m3" if src.dtype == "F8_E4M3" else "e5m2"
-        lut = np.ascontiguousarray(encode(table(codec), out_dtype))
+        lut = np.ascontiguousarray(encode(table(WEIGHT_CODECS[src.dtype]), out_dtype))
         for start in range(0, src.nbytes, DEQUANT_CHUNK_ELEMENTS):
             n = min(DEQUANT_CHUNK_ELEMENTS, src.nbytes - start)
             yield Job(src.file, src.offset + start, n, n * lut.itemsize, partial(_lookup, lut))
     else:
         scale = load_scale(qw)
         rows, cols, per_row = qw.geometry.rows, qw.geometry.cols, row_bytes(qw)
-        itemsize = np.dtype(_STORAGE[out_dtype]).itemsize
+        itemsize = np.dtype(STORAGE[out_dtype]).itemsize
         step = max(1, DEQUANT_CHUNK_ELEMENTS // max(cols, 1))
         block_rows = qw.geometry.block[0]
         if step > block_rows:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
+from ..formats.classify import WEIGHT_CODECS
 from ..formats.codecs import bf16_to_f32, decode
 from ..formats.dequant import dequantize_rows, encode, load_scale, row_bytes
 from ..formats.header import TensorInfo
@@ -111,7 +112,7 @@ def _reference(src_result, name: str):
     cols = info.shape[-1] if info.shape else 1
     rows = info.numel // cols if cols else 0
     if role == "fp8_without_scale":
-        codec = "e4m3" if info.dtype == "F8_E4M3" else "e5m2"
+        codec = WEIGHT_CODECS[info.dtype]
         return rows, cols, lambda s, n: decode(read_raw(info, s * cols, n * cols),
                                                codec).reshape(n, cols)
     item = info.nbytes // max(info.numel, 1)
