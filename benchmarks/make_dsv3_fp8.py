@@ -270,9 +270,11 @@ def write_tokenizer(out: Path, vocab: int) -> None:
 
 
 def generate(out: Path, size_gb: float, seed: int = 0, shard_mb: float | None = None,
-             vocab: int | None = None, verbose: bool = True) -> dict:
+             vocab: int | None = None, verbose: bool = True, plan_fn=None) -> dict:
+    """``plan_fn(size_gb, vocab) -> (config, tensors)`` picks the layout (default: this
+    module's DeepSeek-V3 one; make_llama_fp8 passes its own)."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg, tensors = plan(size_gb, vocab)
+    cfg, tensors = (plan_fn or plan)(size_gb, vocab)
     total = sum(nbytes(d, s) for _, d, s in tensors)
     if shard_mb is None:
         shard_mb = max(16.0, min(400.0, total / 1e6 / 5))  # >= ~5 shards for small sizes
@@ -308,16 +310,16 @@ def generate(out: Path, size_gb: float, seed: int = 0, shard_mb: float | None = 
     return info
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None, plan_fn=None, default_gb: float = 1.7, doc: str = __doc__) -> int:
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--size-gb", type=float, default=1.7, help="target safetensors data size, decimal GB")
+    ap.add_argument("--size-gb", type=float, default=default_gb, help="target safetensors data size, decimal GB")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-mb", type=float, default=None,
                     help="max shard size in MB (default: min(400, size/5), at least 16)")
     ap.add_argument("--vocab", type=int, default=None, help="vocab size (default: ~15%% of the size, <= 32000)")
     a = ap.parse_args(argv)
-    info = generate(a.out, a.size_gb, a.seed, a.shard_mb, a.vocab)
+    info = generate(a.out, a.size_gb, a.seed, a.shard_mb, a.vocab, plan_fn=plan_fn)
     print(json.dumps(info))
     return 0
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ScalefixError
+from .interrupts import Interrupted, stop_on_signals
+from .locate import locate
 
 DESCRIPTION = """\
 Find and fix quantized checkpoints (FP8 / FP4 weights with separate scale tensors) that
@@ -30,7 +32,9 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
 """
 
 EPILOG = """\
-PATH is a .safetensors file, a directory of shards, or a model.safetensors.index.json.
+PATH is a .safetensors file, a directory of shards, a model.safetensors.index.json, or a
+Hugging Face hub id (org/name or org/name@revision) already in the local cache (HF_HUB_CACHE /
+HF_HOME honoured; nothing is downloaded; an existing local path wins over an id).
 Exit codes: 0 ok, 1 a problem was found (verify failed, inspect --check), 2 bad input or usage.
 """
 
@@ -39,7 +43,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from .diagnosis import build_report
     from .diagnosis.render import render
 
-    report = build_report(args.path, nibble_order=args.nibble_order)
+    report = build_report(locate(args.path), nibble_order=args.nibble_order)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -80,18 +84,18 @@ def _rewrite(args: argparse.Namespace) -> int:
     options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
                       workers=args.workers, resume=args.resume, dry_run=args.dry_run,
                       quiet=args.quiet or args.json, rename_scales=args.rename_scales,
-                      affine=affine)
-    summary = rewrite(args.src, options)
+                      affine=affine, space_check=args.space_check)
+    summary = rewrite(locate(args.src), options)
     print(summary_json(summary) if args.json else render_summary(summary))
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .rewrite.verify import render_verify, verify
+    from .verify.compare import render_verify, verify
 
-    report = verify(args.src, args.dst)
+    report = verify(locate(args.src), locate(args.dst))
     if args.plot:
-        from .rewrite.verify_plot import plot
+        from .verify.plot import plot
         plot(report, args.plot)
     print(json.dumps(report, indent=2) if args.json else render_verify(report))
     return 0 if report["ok"] else 1
@@ -111,6 +115,12 @@ def _status(args: argparse.Namespace) -> int:
         reason = f": {row['reason']}" if row["reason"] else ""
         print(f"{row['name']:<18} {row['state']:<9} {row['target']} ({version}, affected "
               f"{row['affected']}){reason}")
+        files = row.get("files")
+        if files and (files["fixed"] or files["passed_through"] or files["unfixed"]):
+            print(f"{'':<18} files: {files['fixed']} fixed, {files['passed_through']} passed "
+                  f"through, {files['unfixed']} left unfixed")
+            for path, why in files["unfixed_reasons"].items():
+                print(f"{'':<18}   unfixed {path}: {why}")
     return 0
 
 
@@ -157,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  scalefix inspect ./converted --check && mlx_lm.convert ...   # gate a pipeline\n"
                "\n--check exits 1 unless the checkpoint is safe for a scale-unaware loader "
                "(verdict 'clean').")
-    inspect.add_argument("path", metavar="PATH", help="file, shard directory, or index.json")
+    inspect.add_argument("path", metavar="PATH",
+                         help="file, shard directory, index.json, or cached hub id org/name[@rev]")
     inspect.add_argument("--json", action="store_true", help="machine-readable report")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 when the verdict is not 'clean'")
@@ -181,15 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  scalefix rewrite ~/models/DeepSeek-V3            # -> ~/models/DeepSeek-V3-bf16/\n"
                "  scalefix rewrite flux2-fp8.safetensors           # -> flux2-fp8-bf16.safetensors\n"
+               "  scalefix rewrite deepseek-ai/DeepSeek-V3         # from the HF cache -> ./DeepSeek-V3-bf16/\n"
                "  scalefix rewrite SRC --out DST --resume          # after an interrupted run\n"
                "  scalefix rewrite SRC --dry-run                   # what would happen\n"
                "  scalefix rewrite SRC --rename-scales weight_scale_inv   # FP8 kept, for vLLM < 0.29\n"
                "  scalefix rewrite DeepSeek-V4-Flash --to mlx-affine --bits 4 --group-size 32\n"
                "                                                   # FP4 experts -> MLX 4-bit affine\n"
                "then: scalefix verify SRC DST")
-    rewrite.add_argument("src", metavar="SRC", help="file, shard directory, or index.json")
+    rewrite.add_argument("src", metavar="SRC",
+                         help="file, shard directory, index.json, or cached hub id org/name[@rev]")
     rewrite.add_argument("--out", type=Path, help="destination (default beside SRC: SRC-bf16, SRC-weight_scale_inv, "
-                              "SRC-mlx-4bit-g32, ... after what is written)")
+                              "SRC-mlx-4bit-g32, ... after what is written; for a hub id or a "
+                              "snapshot in the HF cache: ./NAME-bf16 ... in the working directory, "
+                              "never inside the cache)")
     rewrite.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16",
                          help="dtype of dequantized weights (default bf16)")
     rewrite.add_argument("--max-shard-size", type=parse_size, default=5 * 10 ** 9,
@@ -219,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     rewrite.add_argument("--resume", action="store_true",
                          help="reuse the finished shards of an interrupted run (checked first)")
     rewrite.add_argument("--dry-run", action="store_true", help="plan only; write nothing")
+    rewrite.add_argument("--no-space-check", dest="space_check", action="store_false",
+                         help="write even when DST's filesystem reports too little free space "
+                              "for the output (computed from the plan, --resume counting only "
+                              "what is left): for filesystems that compress or deduplicate. "
+                              "Running out anyway stops with exit 2, the finished shards kept "
+                              "for --resume")
     rewrite.add_argument("--quiet", action="store_true", help="no progress bar")
     rewrite.add_argument("--json", action="store_true", help="print the summary as JSON")
     rewrite.set_defaults(run=_rewrite)
@@ -232,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "extra tensors. DST may come from any tool (scalefix rewrite, mlx_lm.convert, "
                     "a community BF16 upload).",
         epilog="Exit 0 when every tensor passes, 1 when any fails, 2 on bad input.")
-    verify.add_argument("src", metavar="SRC", help="the quantized source")
-    verify.add_argument("dst", metavar="DST", help="the converted checkpoint")
+    verify.add_argument("src", metavar="SRC", help="the quantized source (path or cached hub id)")
+    verify.add_argument("dst", metavar="DST", help="the converted checkpoint (path or cached hub id)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.add_argument("--plot", metavar="FILE.png",
                         help="draw error per tensor by layer (needs matplotlib)")
@@ -296,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with stop_on_signals():
+            return args.run(args)
+    except Interrupted as exc:  # SIGINT / SIGTERM: what was left is in the message
+        print(f"scalefix: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ScalefixError as exc:
         if args.debug:
             raise

@@ -19,10 +19,11 @@ from .diagnosis.render import render
 from .formats import classify, open_bundle
 from .formats.codecs import decode, encode_e4m3, f32_to_bf16
 from .formats.dequant import load_scale
+from .formats.jsonio import read_json
 from .formats.tensor_data import read_raw
 from .formats.writer import Entry, write_safetensors
 from .rewrite.run import Options, render_summary, rewrite
-from .rewrite.verify import render_verify, verify
+from .verify.compare import render_verify, verify
 
 HIDDEN, FFN, KV_A, VOCAB, LAYERS, BLOCK = 256, 512, 576, 512, 2, 128
 SHOWN = "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"
@@ -108,7 +109,7 @@ def convert_without_scales(src: Path, dst: Path) -> None:
             raw = f32_to_bf16(decode(raw, "e4m3")).view(np.uint8)
         items.append((Entry(name, "BF16", info.shape), raw.tobytes()))
     write_safetensors(dst / "model.safetensors", items)
-    config = json.loads((src / "config.json").read_text())
+    config = read_json(src / "config.json", "config")
     config.pop("quantization_config")
     (dst / "config.json").write_text(json.dumps(config, indent=2))
 

@@ -28,8 +28,9 @@ def test_import_scalefix_auto_imports_nothing_heavy():
     assert proc.returncode == 0
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
                 if "|" in line}
-    assert "scalefix" in imported and "wrapt" in imported
-    assert not imported & {"numpy", "mlx", "mlx_lm", "torch", "vllm", "safetensors", "jang_tools"}
+    assert "scalefix" in imported
+    assert not imported & {"numpy", "mlx", "mlx_lm", "torch", "vllm", "safetensors", "jang_tools",
+                           "wrapt"}  # wrapt arrives with the first target (import_watch)
 
 
 @pytest.mark.parametrize("order", ["arm-then-import", "import-then-arm"])
@@ -101,7 +102,7 @@ def test_version_outside_affected_range_is_skipped_with_reason():
             "assert not hasattr(mx.load, '__scalefix_patch__'); " + STATUS)
     status, _ = run(code)
     assert status["mlx_load"]["state"] == "skipped"
-    assert status["mlx_load"]["reason"] == "mlx 0.1.0 is outside >=0.20"
+    assert status["mlx_load"]["reason"] == "mlx 0.1.0 is outside >=0.21"
 
 
 def test_debug_goes_to_stderr():

@@ -2,7 +2,6 @@
 there is one), never a traceback, never unpickles anything."""
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -95,12 +94,9 @@ def case_index_absolute(tmp: Path):
     return root, ["model.safetensors.index.json", "'b'", "leaves the bundle directory"]
 
 
-def case_index_symlink_escape(tmp: Path):
-    outside = tmp / "outside.safetensors"
-    save_file({"b": torch.zeros(2)}, str(outside))
-    root = index_bundle(tmp / "m", "link.safetensors")
-    os.symlink(outside, root / "link.safetensors")
-    return root, ["model.safetensors.index.json", "'b'", "link that leaves the bundle"]
+def case_index_dotdot_inside(tmp: Path):
+    root = index_bundle(tmp / "m", "sub/../../evil.safetensors")
+    return root, ["model.safetensors.index.json", "'b'", "leaves the bundle directory"]
 
 
 def case_index_missing_shard(tmp: Path):
@@ -134,6 +130,47 @@ def case_nonfinite_scale(tmp: Path, bad=float("nan")):
 def case_infinite_scale(tmp: Path):
     root = good_pair(tmp / "m", torch.tensor([[1.0, float("inf")], [1.0, 1.0]]))
     return root, ["model.safetensors", "'w.weight_scale_inv'", "NaN or infinity"]
+
+
+NESTED = "[" * 5000 + "]" * 5000  # Python's parser recursion ends in RecursionError
+
+
+def case_header_nested(tmp: Path):
+    path = tmp / "n.safetensors"
+    body = ('{"x": ' + NESTED + "}").encode()
+    path.write_bytes(struct.pack("<Q", len(body)) + body)
+    return path, [str(path), "header is nested deeper than 64 levels"]
+
+
+def case_header_length_over_limit(tmp: Path):
+    path = tmp / "l.safetensors"
+    path.write_bytes(struct.pack("<Q", 100_000_001) + b"{}")
+    return path, [str(path), "exceeds the 100000000-byte limit"]
+
+
+def case_index_nested(tmp: Path):
+    root = index_bundle(tmp / "m", "model-1.safetensors")
+    (root / "model.safetensors.index.json").write_text('{"weight_map": ' + NESTED + "}")
+    return root, [str(root / "model.safetensors.index.json"), "index is nested deeper than 64"]
+
+
+def case_index_oversized(tmp: Path):
+    root = index_bundle(tmp / "m", "model-1.safetensors")
+    with open(root / "model.safetensors.index.json", "r+b") as fh:
+        fh.truncate(100_000_001)  # sparse: refused before it is parsed
+    return root, [str(root / "model.safetensors.index.json"), "larger than the 100 MB limit"]
+
+
+def case_config_nested(tmp: Path):
+    root = good_pair(tmp / "m", torch.ones(2, 2))
+    (root / "config.json").write_text('{"quantization_config": ' + NESTED + "}")
+    return root, [str(root / "config.json"), "config is nested deeper than 64"]
+
+
+def case_hf_quant_config_nested(tmp: Path):
+    root = good_pair(tmp / "m", torch.ones(2, 2))
+    (root / "hf_quant_config.json").write_text(NESTED)
+    return root, [str(root / "hf_quant_config.json"), "nested deeper than 64"]
 
 
 SENTINEL = "scalefix-test-unpickled"

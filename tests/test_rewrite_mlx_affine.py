@@ -299,7 +299,7 @@ def test_resume_reuses_finished_shards(tmp_path):
     shutil.copytree(ref, staging)
     from scalefix.rewrite import staging as stage
     from scalefix.rewrite.mlx_affine import AffineSpec, build_affine_plan
-    from scalefix.rewrite.mlx_layout import layout_for
+    from scalefix.mlx.layout import layout_for
     from scalefix.formats import classify, open_bundle
     bundle = open_bundle(fx.path)
     plan = build_affine_plan(classify(bundle), AffineSpec(), layout_for(bundle.config),

@@ -39,6 +39,10 @@ SCALE_RULES: tuple[ScaleRule, ...] = (
     ScaleRule("_blocks/_scales", "_scales", ("_blocks",), strict=False, source="gpt-oss"),
 )
 
+# Every suffix a scale key may end with: one ``str.endswith`` tells most tensors apart from
+# possible scales before any rule is tried (classification stays cheap at ~90k tensors).
+SCALE_SUFFIXES: tuple[str, ...] = tuple(dict.fromkeys(rule.suffix for rule in SCALE_RULES))
+
 # Activation (input) scales: meaningless once weights are dequantized; dropped on rewrite.
 ACTIVATION_SCALE_SUFFIXES: tuple[str, ...] = (
     ".input_scale", ".scale_input", ".qscale_act", ".activation_scale", ".input_global_scale",

@@ -24,10 +24,12 @@ def row_bytes(qw: QuantizedWeight) -> int:
     return cols // 2 if qw.codec == "e2m1" else cols
 
 
-def load_scale(qw: QuantizedWeight) -> np.ndarray:
-    """The scale as float32 [scale_rows, scale_cols] (or [1, 1] per tensor), validated."""
+def load_scale(qw: QuantizedWeight, raw: np.ndarray | None = None) -> np.ndarray:
+    """The scale as float32 [scale_rows, scale_cols] (or [1, 1] per tensor), validated.
+    ``raw``: its stored bytes, when the caller read them already."""
     scale = qw.scale
-    values = decode_scale(read_raw(scale), qw.scale_codec, file=scale.file, tensor=scale.name)
+    raw = read_raw(scale) if raw is None else raw
+    values = decode_scale(raw, qw.scale_codec, file=scale.file, tensor=scale.name)
     view = qw.geometry.scale_shape
     return values.reshape(-1, view[-1]) if values.size > 1 else values.reshape(1, 1)
 

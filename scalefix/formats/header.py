@@ -7,7 +7,6 @@ ScalefixError naming the file and, where there is one, the tensor.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from ..errors import ScalefixError
 from .dtypes import BITS, nbytes
+from .jsonio import parse_json
 
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own bound
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own bound (jsonio bounds the depth)
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,10 @@ def read_header(path: str | os.PathLike) -> Header:
     except OSError as exc:
         raise ScalefixError(f"cannot read: {exc.strerror or exc}", file=path) from None
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ScalefixError(f"header is not valid JSON ({exc})", file=path) from None
+    doc = parse_json(text, path, "header")
     if not isinstance(doc, dict):
         raise ScalefixError("header JSON is not an object", file=path)
     return _validate(path, doc, 8 + n, size)

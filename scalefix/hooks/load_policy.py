@@ -6,18 +6,32 @@ covers it. The MX family (E8M0 scales: DeepSeek-V4 ``.scale``, FP4 experts, gpt-
 ``_blocks``/``_scales``, mxfp8) is left exactly as ``mx.load`` returns it, because MLX runs
 those natively and mlx-lm's sanitizers repack them; ``SCALEFIX_MLX_MX_FORMATS=dequant``
 dequantizes those too.
+
+Cost at scale: a host loads a checkpoint shard by shard (DeepSeek-V3: 163 shards, ~90k
+tensors). The bundle a shard belongs to is found from the path the host gave (a Hugging Face
+snapshot link, not the blob it points to), classified once per process, and the plan of
+every shard is derived in the same pass. The cache key is the stat of the index and of every
+shard, so a file edited in between is seen.
+
+A shard that belongs to a quantized checkpoint but cannot be fixed (unreadable index, a
+missing or truncated sibling, ...) raises ``Unfixable``; the wrapper reports it (never a
+silent fallback).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
+from ..errors import ScalefixError
 from ..formats import classify, open_bundle
-from ..formats.bundle import INDEX_SUFFIX
+from ..formats.bundle import INDEX_SUFFIX, read_index
 from ..formats.classify import Classification, QuantizedWeight
+from .load_report import Unfixable
+
+PLAIN_ROLES = frozenset({"plain"})
 
 
 def dequantize_mx_family() -> bool:
@@ -40,58 +54,155 @@ class FilePlan:
         return not self.dequantize and not self.drop
 
 
-def bundle_for_file(path: Path):
-    """The bundle a shard belongs to: the index beside it when it names this file (so a scale
-    in another shard is found), else the file alone."""
-    for index in sorted(path.parent.glob("*" + INDEX_SUFFIX)):
-        try:
-            bundle = open_bundle(index)
-        except Exception:
-            continue
-        if path.resolve() in {p.resolve() for p in bundle.headers}:
-            return bundle
-    return open_bundle(path)
+NOTHING = FilePlan()
 
 
-def plan_for_classification(result: Classification, path: Path, mx_family: bool) -> FilePlan:
-    plan = FilePlan()
-    here = path.resolve()
-    used = [q for q in result.quantized.values() if wanted(q, mx_family)]
-    if not used and not result.named("orphan_scale"):
+@dataclass
+class BundlePlans:
+    """One classified bundle and the plan of each of its files (lexical absolute paths)."""
+
+    classification: Classification
+    files: dict[Path, FilePlan]
+    mx_family: bool
+
+    @property
+    def dequantizes(self) -> bool:
+        return any(plan.dequantize for plan in self.files.values())
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """Absolute without resolving links: a snapshot link keeps its snapshot directory."""
+    return Path(os.path.abspath(path))
+
+
+def plans_for_classification(result: Classification, mx_family: bool) -> BundlePlans:
+    """Every file's plan in one pass over the tensors (linear in the tensor count)."""
+    by_file: dict[Path, FilePlan] = {p: FilePlan() for p in result.bundle.headers}
+
+    def plan_of(info) -> FilePlan:  # keyed by the header's own Path: no new Path per tensor
+        plan = by_file.get(info.file)
+        if plan is None:
+            plan = by_file[info.file] = FilePlan()
         return plan
+
+    used = [q for q in result.quantized.values() if wanted(q, mx_family)]
     for qw in used:
-        if qw.weight.file.resolve() == here:
-            plan.dequantize[qw.name] = qw
-        if qw.scale.file.resolve() == here:
-            plan.drop.add(qw.scale.name)
-    local = set(result.bundle.headers[_header_key(result, here)].tensors)
+        plan_of(qw.weight).dequantize[qw.name] = qw
+        plan_of(qw.scale).drop.add(qw.scale.name)
+    tensors = result.bundle.tensors
     for name in result.named("orphan_scale"):
-        if name in local:
-            plan.drop.add(name)
+        plan_of(tensors[name]).drop.add(name)
     if used:
         for role in ("activation_scale", "marker"):
-            plan.drop.update(n for n in result.named(role) if n in local)
-    return plan
+            for name in result.named(role):
+                plan_of(tensors[name]).drop.add(name)
+    return BundlePlans(result, {absolute(p): plan for p, plan in by_file.items()}, mx_family)
 
 
-def _header_key(result: Classification, here: Path) -> Path:
-    return next(p for p in result.bundle.headers if p.resolve() == here)
+# --- the per-process cache ------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_CACHE: dict[tuple[Path, bool], tuple[tuple, BundlePlans]] = {}
 
 
-@lru_cache(maxsize=64)
-def _cached_plan(path: str, mtime_ns: int, size: int, mx_family: bool) -> FilePlan:
-    p = Path(path)
-    return plan_for_classification(classify(bundle_for_file(p)), p, mx_family)
+def _stat_key(paths) -> tuple:
+    """What says the files are unchanged: (size, mtime, inode) through links."""
+    key = []
+    for p in paths:
+        st = os.stat(p)
+        key.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(key)
 
 
-def plan_for_file(path: Path) -> FilePlan:
-    st = path.stat()
-    return _cached_plan(str(path.resolve()), st.st_mtime_ns, st.st_size, dequantize_mx_family())
+def _bundle_plans(anchor: Path, mx_family: bool) -> BundlePlans:
+    """Classified once per process for ``anchor`` (an index, a directory or a file)."""
+    with _LOCK:
+        cached = _CACHE.get((anchor, mx_family))
+        if cached is not None:
+            key, plans = cached
+            bundle = plans.classification.bundle
+            paths = ([bundle.index_path] if bundle.index_path else []) + list(bundle.headers)
+            try:
+                if _stat_key(paths) == key:
+                    return plans
+            except OSError:
+                pass
+        bundle = open_bundle(anchor)
+        paths = ([bundle.index_path] if bundle.index_path else []) + list(bundle.headers)
+        key = _stat_key(paths)
+        plans = plans_for_classification(classify(bundle), mx_family)
+        _CACHE[(anchor, mx_family)] = (key, plans)
+        return plans
 
 
-def dequantized_by_hooks(model_dir: Path) -> bool:
-    """Whether loading ``model_dir`` through the mx.load hook dequantizes something."""
-    bundle = open_bundle(model_dir)
-    result = classify(bundle)
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+        _NAMES.clear()
+
+
+# --- from a shard path to its bundle -------------------------------------------------------
+
+def _index_naming(path: Path) -> tuple[Path | None, str | None]:
+    """The index beside ``path`` that names it (``model.safetensors.index.json`` first), and
+    why none could be read when one might: (index, None) | (None, None) | (None, reason)."""
+    indexes = sorted(path.parent.glob("*" + INDEX_SUFFIX),
+                     key=lambda p: (p.name != "model" + INDEX_SUFFIX, p.name))
+    problems = []
+    for index in indexes:
+        try:
+            names = _shard_names(index)
+        except (ScalefixError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        if path.name in names:
+            return index, None
+    return None, (problems[0] if problems else None)
+
+
+_NAMES: dict[Path, tuple[tuple, frozenset]] = {}
+
+
+def _shard_names(index: Path) -> frozenset:
+    """The files an index names, parsed once per version of the index."""
+    key = _stat_key([index])
+    cached = _NAMES.get(index)
+    if cached is None or cached[0] != key:
+        cached = (key, frozenset(read_index(index)[1].values()))
+        _NAMES[index] = cached
+    return cached[1]
+
+
+def _looks_quantized(path: Path) -> bool:
+    """Whether the file alone shows quantization: scales, FP8 codes, markers."""
+    try:
+        alone = classify(open_bundle(path))
+    except ScalefixError:
+        return True
+    return any(role not in PLAIN_ROLES for role in alone.roles.values())
+
+
+def plan_for_file(path: str | os.PathLike) -> FilePlan:
+    """The plan for one file as the host named it; ``Unfixable`` when it belongs to a
+    quantized checkpoint whose bundle cannot be read."""
+    path = absolute(path)
     mx_family = dequantize_mx_family()
-    return any(wanted(q, mx_family) for q in result.quantized.values())
+    index, problem = _index_naming(path)
+    if problem is not None and _looks_quantized(path):
+        raise Unfixable(f"cannot read the index beside it ({problem})")
+    try:
+        plans = _bundle_plans(index if index is not None else path, mx_family)
+    except ScalefixError as exc:
+        if index is not None or _looks_quantized(path):
+            raise Unfixable(str(exc)) from None
+        raise
+    return plans.files.get(path, NOTHING)
+
+
+def dequantized_by_hooks(model_dir: str | os.PathLike) -> bool:
+    """Whether loading ``model_dir`` through the mx.load hook dequantizes something."""
+    model_dir = absolute(model_dir)
+    indexes = sorted(model_dir.glob("*" + INDEX_SUFFIX),
+                     key=lambda p: (p.name != "model" + INDEX_SUFFIX, p.name))
+    anchor = indexes[0] if indexes else model_dir
+    return _bundle_plans(anchor, dequantize_mx_family()).dequantizes

@@ -1,12 +1,18 @@
 """mlx_load: ``mlx.core.load`` returns FP8 weights as raw uint8 codes without their scale.
 
-MLX hands back ``F8_E4M3`` / ``F8_E8M0`` tensors as uint8 (PR #2985; earlier releases
-upcast F8 to BF16, still without the scale) and refuses ``F8_E5M2`` outright. The wrapper
-reads the safetensors header (cheap), asks ``scalefix.formats`` which tensors are quantized
-(scales found in any shard through the index beside the file), returns them dequantized
-(BF16) and drops the scales, activation scales and orphan scales it consumed. Files with
-nothing to fix, ``return_metadata=True`` and non-safetensors formats get the original call,
-untouched. Policy: ``scalefix.hooks.load_policy``.
+MLX hands back ``F8_E4M3`` / ``F8_E8M0`` tensors as uint8 (0.31+; 0.25-0.30 upcast F8_E4M3
+to BF16, 0.21 refuses it, still without the scale) and refuses ``F8_E5M2`` outright. The
+wrapper asks ``scalefix.formats`` which tensors are quantized (scales found in any shard
+through the index beside the file), returns them dequantized to BF16 and drops the scales,
+activation scales and orphan scales it consumed; ``return_metadata=True`` gets the same
+(arrays, metadata). Policy: ``scalefix.hooks.load_policy``.
+
+As lazy as what it wraps: each dequantized weight is an unevaluated MLX graph
+(``scalefix.mlx.lazy_dequant``) on the lazy array the original ``mx.load`` returned, so a
+host that streams (``mlx_lm.convert``) still holds one tensor at a time; only the scales are
+read (and validated) at load. Files this MLX's reader refuses (``F8_E5M2``; ``F8_E4M3`` before
+0.25) are read eagerly, tensor by tensor, from a memory map (``scalefix.mlx.reader``).
+Files with nothing to fix and non-safetensors formats get the original call, untouched.
 
 Upstream: not fixed (the relation weight <-> scale is a publisher convention MLX does not know).
 Off: ``SCALEFIX_DISABLE_PATCHES=mlx_load``. Known limit: ``from mlx.core import load`` done
@@ -16,18 +22,16 @@ before scalefix armed keeps the original function.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
+from ..errors import ScalefixError
+from .load_report import REPORT, Unfixable
 from .wrapping import unwrap, wrap
 
 TARGET = "mlx.core"
 DISTRIBUTION = "mlx"
-AFFECTED = ">=0.20"
+AFFECTED = ">=0.21"  # tested on 0.21.1 (the oldest Linux wheel), 0.29.4 and current
 ATTRIBUTES = ("load",)  # what apply() replaces: restored by the guard if apply fails
-
-# dtypes MLX's safetensors reader refuses: such files are read by scalefix instead
-MLX_UNREADABLE = frozenset({"F8_E5M2"})
 
 
 def bug_present(module) -> str | None:
@@ -43,36 +47,47 @@ def _safetensors_path(file, fmt) -> Path | None:
     return path
 
 
-def _warn(message: str) -> None:
-    print(f"scalefix: mlx_load: {message}", file=sys.stderr)
+def _reason(exc: Exception) -> str:
+    """Bad input explains itself; anything else is named by its type (a scalefix bug)."""
+    if isinstance(exc, (ScalefixError, Unfixable)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
-def _read_all(header) -> dict:
-    """Every tensor of a file MLX cannot read, as MLX would hand them (F8 as uint8)."""
-    from ..mlx_arrays import read_array
-    return {name: read_array(info) for name, info in header.tensors.items()}
+def _read_all(original, path: Path, args, kwargs, return_metadata: bool):
+    """(arrays, metadata) as the original returns them (lazy), or read by scalefix from a
+    memory map when this MLX refuses one of the file's dtypes (eager, F8 as uint8)."""
+    try:
+        loaded = original(str(path), *args, **kwargs)
+    except Exception:
+        from ..formats.header import read_header
+        from ..mlx.reader import read_mapped, refused_dtypes
+
+        header = read_header(path)
+        if not refused_dtypes(original, {t.dtype for t in header.tensors.values()}):
+            raise
+        return read_mapped(header), dict(header.metadata)
+    return loaded if return_metadata else (loaded, None)
 
 
-def _fixed(mx, original, path: Path, args, kwargs):
-    from ..formats.dequant import dequantize
-    from ..formats.header import read_header
-    from ..mlx_arrays import bf16_array
+def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False):
+    from ..formats.dequant import load_scale
+    from ..mlx.lazy_dequant import lazy_dequantize
+    from ..mlx.reader import read_bytes
     from .load_policy import plan_for_file
 
     plan = plan_for_file(path)
     if plan.nothing:
         return None
-    header = read_header(path)
-    if MLX_UNREADABLE & {t.dtype for t in header.tensors.values()}:
-        arrays = _read_all(header)
-    else:
-        arrays = original(str(path), *args, **kwargs)
+    raw = read_bytes(qw.scale for qw in plan.dequantize.values())
+    scales = {name: load_scale(qw, raw[qw.scale.name])  # small, read and validated now
+              for name, qw in plan.dequantize.items()}
+    arrays, metadata = _read_all(original, path, args, kwargs, return_metadata)
     for name in plan.drop:
         arrays.pop(name, None)
     for name, qw in plan.dequantize.items():
-        arrays.pop(name, None)
-        arrays[qw.output_name] = bf16_array(dequantize(qw, "bf16"))
-    return arrays
+        arrays[qw.output_name] = lazy_dequantize(qw, arrays.pop(name), scales[name])
+    return (arrays, metadata) if return_metadata else arrays
 
 
 def apply(module) -> None:
@@ -81,17 +96,24 @@ def apply(module) -> None:
             fmt = kwargs.get("format", args[0] if args else None)
             return_metadata = kwargs.get("return_metadata", args[1] if len(args) > 1 else False)
             path = _safetensors_path(file, fmt)
-            if path is None or return_metadata or not path.is_file():
+            if path is None or not path.is_file():
                 return original(file, *args, **kwargs)
             try:
-                arrays = _fixed(module, original, path, args, kwargs)
-            except Exception as exc:  # cannot fix: behave as upstream, but say so
-                _warn(f"{path}: left as mx.load returns it ({type(exc).__name__}: {exc})")
+                arrays = _fixed(module, original, path, args, kwargs, return_metadata)
+            except Exception as exc:  # cannot fix: behave as upstream, but say so (or raise)
+                REPORT.cannot_fix(path, _reason(exc))
                 arrays = None
+            else:
+                REPORT.record(path, "passed" if arrays is None else "fixed")
             return original(file, *args, **kwargs) if arrays is None else arrays
         return load
 
     wrap(module, "load", make_wrapper)
+
+
+def files_report() -> dict:
+    """Files fixed, passed through (nothing to fix) and left unfixed (with why), this process."""
+    return REPORT.summary()
 
 
 def revert(module) -> None:

@@ -1,33 +1,58 @@
 """Arm, apply, revert and report the runtime patches.
 
-Arming registers a wrapt post-import hook per patch: nothing heavy is imported until the
-application imports the target. Every hook runs inside a guard: a failure is recorded in
-the status table and the target keeps its original code (wrapt would otherwise let our
-exception break the host's import).
+Arming records a wrapt post-import hook per patch (``import_watch``: wrapt itself is imported
+only when a target is): nothing heavy is imported until the application imports the target.
+Arming reads only ``TARGETS`` below, never the patch modules (they import pathlib, inspect,
+...), and this module imports nothing beyond ``os``/``sys``: ``import scalefix.auto`` sits in
+every interpreter. Every hook runs inside a guard: a failure is recorded in the status table
+and the target keeps its original code (wrapt would otherwise let our exception break the
+host's import).
 """
 
 from __future__ import annotations
 
-import importlib
+import _thread
 import os
 import sys
-import threading
-from dataclasses import asdict, dataclass
 
 from . import PATCHES
 
-_LOCK = threading.RLock()
+# patch -> the module its hook waits for: each patch module's TARGET, repeated here so that
+# arming imports no patch module (a test holds the two together).
+TARGETS: dict[str, str] = {
+    "mlx_load": "mlx.core",
+    "mlx_lm_config": "mlx_lm.utils",
+    "jang_quant_config": "jang_tools.load_jangtq",
+    "vllm_marlin": "vllm.model_executor.kernels.linear.scaled_mm.marlin",
+}
+
+_LOCK = _thread.RLock()
+FIELDS = ("name", "target", "distribution", "affected", "state", "reason", "version")
 
 
-@dataclass
 class PatchStatus:
-    name: str
-    target: str
-    distribution: str
-    affected: str
-    state: str = "not armed"   # not armed | armed | applied | skipped | failed | disabled | reverted
-    reason: str = ""
-    version: str | None = None
+    """One row of ``scalefix status`` (a plain class: dataclasses costs ~10 ms to import).
+    ``distribution`` and ``affected`` come from the patch module, read when first needed."""
+
+    __slots__ = FIELDS
+
+    def __init__(self, name: str, target: str):
+        self.name, self.target = name, target
+        self.distribution: str | None = None
+        self.affected: str | None = None
+        # not armed | armed | applied | skipped | failed | disabled | reverted
+        self.state = "not armed"
+        self.reason = ""
+        self.version: str | None = None
+
+    def describe(self) -> None:
+        if self.distribution is None:
+            patch = patch_module(self.name)
+            self.distribution, self.affected = patch.DISTRIBUTION, patch.AFFECTED
+
+    def as_dict(self) -> dict:
+        self.describe()
+        return {f: getattr(self, f) for f in FIELDS}
 
 
 _STATUS: dict[str, PatchStatus] = {}
@@ -40,13 +65,13 @@ def debug(message: str) -> None:
 
 
 def patch_module(name: str):
+    import importlib
     return importlib.import_module(f"{__package__}.{name}")
 
 
 def _status(name: str) -> PatchStatus:
     if name not in _STATUS:
-        patch = patch_module(name)
-        _STATUS[name] = PatchStatus(name, patch.TARGET, patch.DISTRIBUTION, patch.AFFECTED)
+        _STATUS[name] = PatchStatus(name, TARGETS[name])
     return _STATUS[name]
 
 
@@ -92,6 +117,7 @@ def on_import(name: str, module) -> None:
         saved: dict = {}
         try:
             patch = patch_module(name)
+            status.describe()
             saved = {a: getattr(module, a) for a in patch.ATTRIBUTES if hasattr(module, a)}
             status.version = installed_version(patch.DISTRIBUTION)
             reason = _version_reason(patch, status.version) or patch.bug_present(module)
@@ -115,14 +141,16 @@ def on_import(name: str, module) -> None:
 
 
 def arm_all() -> None:
-    """Register every patch's post-import hook (applies at once if already imported)."""
+    """Record every patch's post-import hook; one whose target is already imported applies at
+    once. ``SCALEFIX_DISABLE`` arms nothing (no finder, no wrapt)."""
     if os.environ.get("SCALEFIX_DISABLE"):
         for name in PATCHES:
             s = _status(name)
             s.state, s.reason = "disabled", "SCALEFIX_DISABLE is set"
         return
-    import wrapt
+    from .import_watch import when_imported
     off = disabled_patches()
+    arming = []
     with _LOCK:
         for name in PATCHES:
             status = _status(name)
@@ -134,8 +162,11 @@ def arm_all() -> None:
             _ARMED.add(name)
             if status.state in ("not armed", "reverted"):
                 status.state, status.reason = "armed", f"waiting for `import {status.target}`"
-            wrapt.register_post_import_hook(lambda module, _n=name: on_import(_n, module),
-                                            status.target)
+            arming.append(name)
+    # outside _LOCK: a hook may fire from here (target already imported) or, in another
+    # thread, from import_watch holding its own lock; on_import takes _LOCK after it.
+    for name in arming:
+        when_imported(TARGETS[name], lambda module, _n=name: on_import(_n, module))
 
 
 def patch_all() -> list[dict]:
@@ -160,10 +191,18 @@ def unpatch_all() -> list[dict]:
 
 
 def status_table() -> list[dict]:
+    from . import import_watch
     rows = []
     for name in PATCHES:
         status = _status(name)
+        if status.state == "armed" and import_watch.failure:  # wrapt never took the hook
+            status.state, status.reason = "failed", import_watch.failure
+        status.describe()
         if status.version is None:
             status.version = installed_version(status.distribution)
-        rows.append(asdict(status))
+        row = status.as_dict()
+        files = getattr(patch_module(name), "files_report", None)  # what it did, per file
+        if files is not None:
+            row["files"] = files()
+        rows.append(row)
     return rows

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ScalefixError
+from ..formats.jsonio import read_json
 from . import jang_guard
 
 RELATIVE = Path("jang_tools") / "load_jangtq.py"
@@ -147,7 +148,11 @@ def revert_file(path: Path) -> Outcome:
     record = path.with_name(path.name + RECORD_SUFFIX)
     if not backup.is_file() or not record.is_file():
         return Outcome(path, "not patched by scalefix", "nothing to revert")
-    expected = json.loads(record.read_text())["patched_sha256"]
+    doc = read_json(record, "patch record")
+    expected = doc.get("patched_sha256") if isinstance(doc, dict) else None
+    if not isinstance(expected, str):
+        raise ScalefixError("patch record has no patched_sha256: not written by scalefix?",
+                            file=record)
     if _sha(path.read_bytes()) != expected:
         raise ScalefixError(f"modified since scalefix patched it: revert would clobber those "
                             f"changes (the original is in {backup.name})", file=path)

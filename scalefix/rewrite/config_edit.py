@@ -31,22 +31,27 @@ def write_json(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def copy_other_files(bundle: Bundle, staging: Path, keep_quant_files: bool = False) -> list[str]:
-    """Copy every file and folder beside the checkpoint that is not a weight shard, the index
-    or a config scalefix rewrites. Returns what was copied."""
-    skip = {p.resolve() for p in bundle.headers}
+def files_to_copy(bundle: Bundle, keep_quant_files: bool = False) -> list[Path]:
+    """Every file and folder beside the checkpoint that is not a weight shard, the index, a
+    hidden file or a config scalefix rewrites (also what the space preflight counts)."""
+    skip = set(bundle.headers)
     if bundle.index_path is not None:
-        skip.add(bundle.index_path.resolve())
+        skip.add(bundle.index_path)
+    return [item for item in sorted(bundle.root.iterdir())
+            if not (item.name == "config.json" or item in skip or item.name.startswith(".")
+                    or (item.name in NOT_COPIED and not keep_quant_files))]
+
+
+def copy_other_files(bundle: Bundle, staging: Path, keep_quant_files: bool = False) -> list[str]:
+    """Copy :func:`files_to_copy` into ``staging``. Returns what was copied."""
     copied = []
-    for item in sorted(bundle.root.iterdir()):
-        if item.name == "config.json" or item.resolve() in skip or item.name.startswith(".") \
-                or (item.name in NOT_COPIED and not keep_quant_files):
-            continue
+    for item in files_to_copy(bundle, keep_quant_files):
         target = staging / item.name
+        # links are followed: the output holds real files, never links into an HF cache blob
         if item.is_dir():
-            shutil.copytree(item, target, symlinks=True)
+            shutil.copytree(item, target, symlinks=False)
         else:
-            shutil.copy2(item, target)
+            shutil.copy2(item, target, follow_symlinks=True)
         copied.append(item.name)
     return copied
 

@@ -5,7 +5,7 @@ Why not copy the FP4 codes and E8M0 exponents across: that is only valid for MLX
 mode, and the community shortcut ``scale=(max-min)/15, bias=min`` is not MLX's affine formula
 (formats.md section 3). The only exact route is decode -> ``mx.quantize``.
 
-Layout: mlx-lm's own sanitize for the model type (``mlx_layout``), run on decoded BF16
+Layout: mlx-lm's own sanitize for the model type (``scalefix.mlx.layout``), run on decoded BF16
 tensors exactly as mlx-lm would run it on a BF16 checkpoint; the tensors that came from a
 selected quantized weight are then re-quantized. The output headers are planned first from
 one lazy, allocation-free sanitize pass over the whole checkpoint (MLX arrays are lazy), so
@@ -27,7 +27,7 @@ from ..formats.classify import Classification, QuantizedWeight
 from ..formats.conventions import COMFY_METADATA_KEY
 from ..formats.header import TensorInfo
 from ..formats.writer import Entry
-from .mlx_layout import Layout, unit_of
+from ..mlx.layout import Layout, unit_of
 from .plan import DROP_REASONS, OutShard, pack_shards
 
 BITS = (2, 3, 4, 5, 6, 8)
@@ -164,7 +164,7 @@ def output_shape(source: Source) -> tuple[int, ...]:
 
 def output_dtype(mx, source: Source):
     """The MLX dtype ``source`` is handed to sanitize as (decoded weights: bfloat16)."""
-    from ..mlx_arrays import mx_dtype
+    from ..mlx.arrays import mx_dtype
     return mx.bfloat16 if source.kind != "copy" else mx_dtype(source.info.dtype)
 
 
@@ -182,7 +182,7 @@ def _tagged_placeholder(mx, source: Source):
 def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
     """The outputs of a lazy sanitize pass over the whole checkpoint, in order; the
     re-quantized modules; the FP8 weights kept BF16 because their input dim fits no group."""
-    from ..mlx_arrays import safetensors_dtype
+    from ..mlx.arrays import safetensors_dtype
     placeholders = {s.name: _tagged_placeholder(mx, s) for s in sources}
     outputs, modules, kept = [], [], []
     for name, array in layout.sanitize(placeholders).items():

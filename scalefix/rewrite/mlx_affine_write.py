@@ -36,7 +36,7 @@ def _decoded(source: Source):
 
 def _unit_sources(unit: Unit, pool) -> dict:
     """The unit's sources as MLX arrays, decoded in the pool."""
-    from ..mlx_arrays import bf16_array, read_array
+    from ..mlx.arrays import bf16_array, read_array
     decoded = pool.map(_decoded, unit.sources)
     return {s.name: read_array(s.info) if bits is None else bf16_array(bits)
             for s, bits in zip(unit.sources, decoded)}
@@ -168,7 +168,7 @@ class ShardSequence:
                    for o in unit.outputs)
 
     def write(self, name: str, array) -> None:
-        from ..mlx_arrays import array_bytes, safetensors_dtype
+        from ..mlx.arrays import array_bytes, safetensors_dtype
         index = self._shard_of[name]
         shard = self._plan.shards[index]
         if shard.filename in self._reused:
@@ -195,10 +195,10 @@ class ShardSequence:
         if self._open is None:
             return
         index, fh = self._open
-        self._open = None
         fh.flush()
         os.fsync(fh.fileno())
         fh.close()
+        self._open = None  # only now: a failed flush (disk full) is left to abort()
         if self._left[index]:
             raise ScalefixError("internal: shard closed before all its tensors were written",
                                 file=self._plan.shards[index].filename)
@@ -206,25 +206,26 @@ class ShardSequence:
         self._commit(shard.filename, self._plan.shard_fingerprint(shard))
 
     def abort(self) -> None:
+        """Close and remove the shard being written: it is incomplete, and on a full disk
+        its space is what the user needs back."""
         if self._open is not None:
-            self._open[1].close()
+            index, fh = self._open
             self._open = None
+            try:
+                fh.close()
+            except OSError:
+                pass  # flushing what the disk refused fails again; the file is closed anyway
+            (self._staging / f".{self._plan.shards[index].filename}.tmp").unlink(missing_ok=True)
 
 
-def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, progress, note,
-                        summary, pool) -> int:
-    """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards."""
+def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, reused: set[str], progress,
+                        note, summary, pool) -> int:
+    """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards.
+    ``reused``: the finished shards of an interrupted run (``staging.reusable_shards``)."""
     bundle = plan.classification.bundle
-    staging = stage.prepare(dst, resume, note)
-    reused = set()
-    if resume:
-        for shard in plan.shards:
-            header = shard.header()
-            if stage.shard_reusable(staging, shard.filename, plan.shard_fingerprint(shard),
-                                    header, len(header) + shard.nbytes):
-                reused.add(shard.filename)
-        if reused:
-            note(f"resuming: {len(reused)} finished shard(s) checked and reused")
+    staging = stage.prepare(dst, resume, note, reused)
+    if reused:
+        note(f"resuming: {len(reused)} finished shard(s) checked and reused")
     shards = ShardSequence(plan, staging, reused,
                            lambda name, fp: stage.commit_shard(staging, name, fp))
     sqnr: dict[str, float] = {}

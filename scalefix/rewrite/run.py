@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING
 
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
+from ..interrupts import Interrupted
 from ..formats.bundle import INDEX_SUFFIX
 from ..formats.dequant import load_scale, row_bytes
+from ..locate import cached_repo_name
 from . import staging as stage
 from .allocator import reuse_large_buffers
-from .config_edit import copy_other_files, rewritten_config, write_json
+from . import space
+from .config_edit import copy_other_files, files_to_copy, rewritten_config, write_json
 from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
 from .shard_writer import write_shard
@@ -38,6 +41,7 @@ class Options:
     progress: bool | None = None      # None: only on a terminal
     rename_scales: str | None = None  # keep FP8, rename scales to this naming
     affine: AffineSpec | None = None  # --to mlx-affine: re-quantize with mx.quantize
+    space_check: bool = True          # refuse up front when DST's filesystem lacks the room
 
     @property
     def suffix(self) -> str:
@@ -60,11 +64,19 @@ class Summary:
     bytes_out: int = 0
     seconds: float = 0.0
     requantization_sqnr: dict | None = None  # --to mlx-affine: min / median dB, worst module
+    disk_needed: int | None = None     # bytes this run writes, with the margin (see space.py)
+    disk_free: int | None = None       # free on DST's filesystem, plus leftovers it replaces
 
 
 def default_destination(src: Path, suffix: str, single_file: bool) -> Path:
+    """Beside the source; in the working directory for a model in the Hugging Face cache
+    (a snapshot is the hub library's to manage: nothing is ever written there)."""
+    repo_name = cached_repo_name(src)
     if single_file:
-        return src.with_name(f"{src.stem}-{suffix}.safetensors")
+        name = f"{src.stem}-{suffix}.safetensors"
+        return Path.cwd() / name if repo_name else src.with_name(name)
+    if repo_name:
+        return Path.cwd() / f"{repo_name}-{suffix}"
     root = src if src.is_dir() else src.parent
     return root.with_name(f"{root.name}-{suffix}")
 
@@ -133,7 +145,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
             raise ScalefixError("--to mlx-affine writes an MLX bundle and needs the bundle's "
                                 "config.json: give the directory", file=src)
         from .mlx_affine import build_affine_plan
-        from .mlx_layout import layout_for
+        from ..mlx.layout import layout_for
         plan = build_affine_plan(result, options.affine, layout_for(bundle.config),
                                  options.max_shard_bytes, _base_name(bundle))
     elif options.rename_scales:
@@ -157,30 +169,81 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         _validate_inputs(plan)
     else:
         _validate_quantized(result)
+    reused = stage.reusable_shards(dst, plan) if options.resume and not single_file else set()
+    reclaimed = _disk_space(plan, dst, single_file, options, reused, summary)
     if options.dry_run:
         summary.status = "dry-run"
         summary.seconds = time.monotonic() - started
         return summary
-    reuse_large_buffers()
-    progress = Progress(plan.source_bytes, "rewrite",
-                        enabled=False if options.quiet else options.progress)
+    if options.space_check and summary.disk_needed is not None:
+        space.check(dst, summary.disk_needed, summary.disk_free, reclaimed, len(reused))
     try:
-        pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
-        with pool:
-            if options.affine is not None:
-                from .mlx_affine_write import write_affine_bundle
-                summary.reused_shards = write_affine_bundle(plan, dst, options.resume,
-                                                            progress, note, summary, pool)
-            elif single_file:
-                _write_single(plan, dst, progress, pool)
-            else:
-                summary.reused_shards = _write_bundle(plan, dst, options, progress, note,
-                                                      summary, pool)
-    finally:
-        progress.close()
+        _write(plan, dst, single_file, options, reused, note, summary)
+    except Interrupted as exc:
+        if dst.exists():  # the signal came after the final rename
+            exc.detail = f"{dst} was already complete"
+        else:
+            exc.detail = f"{dst} not written; " + _left_behind(
+                dst, single_file, "rerun with --resume to finish")
+        raise
+    except OSError as exc:
+        code = space.out_of_space(exc)
+        if code is None:
+            raise
+        raise ScalefixError(f"{os.strerror(code)} while writing it; " + _left_behind(
+            dst, single_file, "free some space, then rerun with --resume"), file=dst) from None
+    summary.reused_shards = len(reused)
     summary.status = "written"
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _disk_space(plan, dst: Path, single_file: bool, options: Options, reused: set[str],
+                summary: Summary) -> int:
+    """Fill ``summary.disk_needed`` / ``disk_free`` for DST's filesystem (left None when it
+    cannot tell); returns the bytes of leftovers the run replaces (counted as free)."""
+    disk = space.free_bytes(dst.parent)
+    if disk is None:
+        return 0
+    free, block = disk
+    if single_file:  # an interrupted run's partial file is overwritten
+        partial = stage.staging_path(dst)
+        needed = space.output_bytes(plan, set(), [], [], block)
+        reclaimed = space.tree_bytes(partial) if partial.is_file() else 0
+    else:
+        bundle = plan.classification.bundle
+        keeps = options.affine is None and plan.out_dtype == "keep"
+        configs = [bundle.root / "config.json"] if bundle.config is not None else []
+        needed = space.output_bytes(plan, reused, files_to_copy(bundle, keeps), configs, block)
+        reclaimed = stage.leftover_bytes(dst, reused if options.resume else None)
+    summary.disk_needed, summary.disk_free = space.with_margin(needed), free + reclaimed
+    return reclaimed
+
+
+def _write(plan, dst: Path, single_file: bool, options: Options, reused: set[str], note,
+           summary: Summary) -> None:
+    """The writing phase; its threads are stopped and joined whatever happens."""
+    reuse_large_buffers()
+    progress = Progress(plan.source_bytes, "rewrite",
+                        enabled=False if options.quiet else options.progress)
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
+    try:
+        if options.affine is not None:
+            from .mlx_affine_write import write_affine_bundle
+            write_affine_bundle(plan, dst, options.resume, reused, progress, note, summary, pool)
+        elif single_file:
+            _write_single(plan, dst, progress, pool)
+        else:
+            _write_bundle(plan, dst, options, reused, progress, note, summary, pool)
+    finally:  # queued decode jobs are dropped, not run, when the write failed or a signal came
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+
+
+def _left_behind(dst: Path, single_file: bool, then: str) -> str:
+    if single_file:
+        return "nothing kept (the partial file was removed)"
+    return stage.left_behind(dst, then)
 
 
 def _write_single(plan: Plan, dst: Path, progress: Progress, pool) -> None:
@@ -195,22 +258,18 @@ def _write_single(plan: Plan, dst: Path, progress: Progress, pool) -> None:
             tmp.unlink()
 
 
-def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, note,
-                  summary: Summary, pool) -> int:
+def _write_bundle(plan: Plan, dst: Path, options: Options, reused: set[str], progress: Progress,
+                  note, summary: Summary, pool) -> None:
     bundle = plan.classification.bundle
-    staging = stage.prepare(dst, options.resume, note)
-    todo, reused = [], 0
+    staging = stage.prepare(dst, options.resume, note, reused)
+    todo = []
     for shard in plan.shards:
-        fingerprint = plan.shard_fingerprint(shard)
-        header = shard.header()
-        if options.resume and stage.shard_reusable(staging, shard.filename, fingerprint, header,
-                                                   len(header) + shard.nbytes):
-            reused += 1
+        if shard.filename in reused:
             progress.advance(sum(t.source.nbytes for t in shard.tensors))
         else:
-            todo.append((shard, fingerprint))
-    if options.resume and reused:
-        note(f"resuming: {reused} finished shard(s) checked and reused")
+            todo.append((shard, plan.shard_fingerprint(shard)))
+    if reused:
+        note(f"resuming: {len(reused)} finished shard(s) checked and reused")
 
     for shard, fingerprint in todo:  # one shard at a time; its chunks use every worker
         write_shard(staging / f".{shard.filename}.tmp", shard, plan.out_dtype, progress, pool)
@@ -223,7 +282,6 @@ def _write_bundle(plan: Plan, dst: Path, options: Options, progress: Progress, n
         write_json(staging / "config.json", config)
     stage.write_index(staging, plan.shards)  # the index goes in last
     stage.finish(staging, dst)
-    return reused
 
 
 def render_summary(summary: Summary) -> str:
@@ -234,6 +292,11 @@ def render_summary(summary: Summary) -> str:
     lines = [f"{'would write' if summary.status == 'dry-run' else 'wrote'} "
              f"{summary.destination}  ({summary.shards} shard(s), "
              f"{human_bytes(summary.bytes_out)} from {human_bytes(summary.bytes_in)})"]
+    if summary.status == "dry-run" and summary.disk_needed is not None:
+        short = summary.disk_needed > summary.disk_free
+        lines.append(f"  disk: needs {human_bytes(summary.disk_needed)}, "
+                     f"{human_bytes(summary.disk_free)} free on its filesystem"
+                     + (" (not enough: the run would refuse)" if short else ""))
     for scheme, n in sorted(counts.get("requantized", {}).items()):
         lines.append(f"  re-quantized {n:3d}  {scheme} -> MLX affine (mx.quantize)")
     for scheme, n in sorted(counts["dequantized"].items()):

@@ -297,15 +297,14 @@ def write_shard(path: Path, shard: OutShard, out_dtype: str, progress: Progress,
                              f"the header {shard.nbytes}")
     biggest_out = max([len(header)] + [job.out_len for job in jobs])
     in_bytes = max((job.src_len for job in jobs), default=0) + 2 * ALIGN
-    sources = SourceFiles(direct)
-    output = OutputFile(path, size, max(RING_BYTES, biggest_out + 2 * SEGMENT), direct)
-    own_pool = pool is None
-    pool = pool or ThreadPoolExecutor(max_workers=1)
-    reader = ThreadPoolExecutor(READERS, thread_name_prefix="scalefix-read")
-    free = [aligned_buffer(in_bytes) for _ in range(window)]
+    sources, output, reader, own_pool = SourceFiles(direct), None, None, pool is None
     in_flight: deque = deque()
     ok = False
-    try:
+    try:  # from the file's creation on: a signal may arrive anywhere
+        output = OutputFile(path, size, max(RING_BYTES, biggest_out + 2 * SEGMENT), direct)
+        pool = pool or ThreadPoolExecutor(max_workers=1)
+        reader = ThreadPoolExecutor(READERS, thread_name_prefix="scalefix-read")
+        free = [aligned_buffer(in_bytes) for _ in range(window)]
         _scatter(np.frombuffer(header, dtype=np.uint8), output.views(0, len(header)))
         position = len(header)
 
@@ -332,14 +331,20 @@ def write_shard(path: Path, shard: OutShard, out_dtype: str, progress: Progress,
         output.close()
         ok = True
     finally:
+        # Failed, out of space or interrupted (a signal raises in this thread): queued work is
+        # cancelled, running jobs (one chunk each) finish before their buffers go, and the
+        # partial file is removed, as nothing can use it and a full disk needs the space.
         if not ok:
             for future, *_ in in_flight:
                 future.cancel()
             for future, *_ in in_flight:  # let running jobs finish before closing their files
                 if not future.cancelled():
                     future.exception()
-            output.abort()
-        reader.shutdown(wait=True)
-        if own_pool:
+            if output is not None:
+                output.abort()
+            path.unlink(missing_ok=True)
+        if reader is not None:
+            reader.shutdown(wait=True, cancel_futures=True)
+        if own_pool and pool is not None:
             pool.shutdown(wait=True)
         sources.close()

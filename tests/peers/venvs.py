@@ -21,6 +21,10 @@ PEERS: dict[str, tuple[str, ...]] = {
     # vLLM's own code on CPU (pins torch 2.13.0 and compressed-tensors 0.17); wrapt and
     # packaging so scalefix runs there from the source tree (PYTHONPATH)
     "vllm": ("vllm==0.27.0", "wrapt", "packaging"),
+    # the mx.load hook on older MLX (scalefix from the source tree, PYTHONPATH): the oldest
+    # release with a Linux wheel (refuses F8_E4M3), and one that upcasts F8_E4M3 to BF16
+    "mlx-0.21": ("mlx==0.21.1", "numpy", "wrapt", "packaging", "importlib-metadata"),
+    "mlx-0.29": ("mlx[cpu]==0.29.4", "numpy", "wrapt", "packaging", "importlib-metadata"),
 }
 # pip commands run after the install (vLLM's torchvision/torchaudio/torchcodec fail to
 # import beside the CPU torch, and vLLM imports them when present)

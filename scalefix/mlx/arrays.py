@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats.header import TensorInfo
-from .formats.tensor_data import read_raw
+from ..formats.header import TensorInfo
+from ..formats.tensor_data import read_raw
 
 NUMPY_VIEWS = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,
                "U8": np.uint8, "I16": np.int16, "U16": np.uint16, "I32": np.int32,
@@ -26,13 +26,20 @@ def bf16_array(bits: np.ndarray):
 
 def read_array(info: TensorInfo):
     """A tensor as MLX would hand it; FP8 and other byte-sized codes stay raw uint8."""
+    return array_from_raw(read_raw(info), info)
+
+
+def array_from_raw(raw: np.ndarray, info: TensorInfo):
+    """The tensor's stored bytes as an MLX array (a copy): FP8 and other byte-sized codes as
+    uint8 in the tensor's shape, sub-byte codes (F4, F6) as their packed bytes, flat."""
     mx = _mx()
-    raw = read_raw(info)
     if info.dtype == "BF16":
         return bf16_array(raw.view(np.uint16).reshape(info.shape))
     if info.dtype in NUMPY_VIEWS:
         return mx.array(raw.view(NUMPY_VIEWS[info.dtype]).reshape(info.shape))
-    return mx.array(raw.reshape(info.shape))
+    if raw.size == info.numel:
+        return mx.array(raw.reshape(info.shape))
+    return mx.array(raw)
 
 
 MX_DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64",
