@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import mmap
+import os
 import struct
 from functools import lru_cache
 
@@ -56,16 +57,29 @@ def read_mapped(header: Header) -> dict:
 
 
 def read_bytes(infos) -> dict:
-    """name -> a copy of each tensor's stored bytes, each file mapped once: the hook reads
-    every scale a shard needs (DeepSeek-V3: ~280), an ``open`` each cost more than the read."""
+    """name -> each tensor's stored bytes, each file opened once: the hook reads every scale
+    a shard needs (DeepSeek-V3: ~280), and an ``open`` each cost more than the read. Plain
+    ``pread``, not a memory map: on a cold page cache a fault in a map reads a whole
+    read-around window between the weights (measured: 66 ms per scale on a 1.4 GB shard,
+    12.5 s for a Llama's 189 scales, against milliseconds with pread)."""
     by_file: dict = {}
     for info in infos:
         by_file.setdefault(info.file, []).append(info)
     out = {}
     for path, group in by_file.items():
-        with _mapped(path) as mm:
-            for info in group:
-                out[info.name] = _view(mm, info).copy()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise ScalefixError(f"cannot read: {exc.strerror or exc}", file=path) from None
+        try:
+            for info in sorted(group, key=lambda i: i.offset):
+                data = os.pread(fd, info.nbytes, info.offset)
+                if len(data) != info.nbytes:
+                    raise ScalefixError("file ends inside the tensor's data (truncated)",
+                                        file=info.file, tensor=info.name)
+                out[info.name] = np.frombuffer(data, np.uint8)
+        finally:
+            os.close(fd)
     return out
 
 
