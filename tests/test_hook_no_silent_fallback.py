@@ -1,7 +1,7 @@
 """The mx.load hook never falls back silently: a file of a quantized checkpoint it cannot fix
 gets one stderr line (file, reason, what the caller gets), is counted with its reason in
 ``scalefix.status()``, and raises under ``SCALEFIX_STRICT=1``. And a bundle is classified
-once per process however many of its shards are loaded, yet an edited file is seen."""
+once per process however many of its shards are loaded, yet an edited shard, index or config is seen."""
 
 import json
 import os
@@ -157,3 +157,8 @@ def test_one_classification_per_bundle_per_process(tmp_path, hooked, monkeypatch
     for shard in shards:
         hooked(str(shard))
     assert len(calls) == 3
+    # so is a config written beside it (the block size and format come from it)
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "x"}))
+    for shard in shards:
+        hooked(str(shard))
+    assert len(calls) == 4

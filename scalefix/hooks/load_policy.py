@@ -106,12 +106,24 @@ _CACHE: dict[tuple[Path, bool], tuple[tuple, BundlePlans]] = {}
 
 
 def _stat_key(paths) -> tuple:
-    """What says the files are unchanged: (size, mtime, inode) through links."""
+    """What says the files are unchanged: (size, mtime, inode) through links; None for a
+    file that is not there."""
     key = []
     for p in paths:
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            key.append(None)
+            continue
         key.append((st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(key)
+
+
+def _key_paths(bundle) -> list:
+    """Everything the classification read: the index, every shard, the configs (the block
+    size and the format come from them)."""
+    return ([bundle.index_path] if bundle.index_path else []) + list(bundle.headers) + [
+        bundle.root / "config.json", bundle.root / "hf_quant_config.json"]
 
 
 def _bundle_plans(anchor: Path, mx_family: bool) -> BundlePlans:
@@ -120,16 +132,13 @@ def _bundle_plans(anchor: Path, mx_family: bool) -> BundlePlans:
         cached = _CACHE.get((anchor, mx_family))
         if cached is not None:
             key, plans = cached
-            bundle = plans.classification.bundle
-            paths = ([bundle.index_path] if bundle.index_path else []) + list(bundle.headers)
             try:
-                if _stat_key(paths) == key:
+                if _stat_key(_key_paths(plans.classification.bundle)) == key:
                     return plans
             except OSError:
                 pass
         bundle = open_bundle(anchor)
-        paths = ([bundle.index_path] if bundle.index_path else []) + list(bundle.headers)
-        key = _stat_key(paths)
+        key = _stat_key(_key_paths(bundle))
         plans = plans_for_classification(classify(bundle), mx_family)
         _CACHE[(anchor, mx_family)] = (key, plans)
         return plans
