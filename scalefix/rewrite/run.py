@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
-from ..interrupts import Interrupted
 from ..formats.bundle import INDEX_SUFFIX
 from ..formats.dequant import load_scale, row_bytes
+from ..interrupts import Interrupted
 from ..locate import cached_repo_name
+from . import space
 from . import staging as stage
 from .allocator import reuse_large_buffers
-from . import space
 from .config_edit import copy_other_files, files_to_copy, rewritten_config, write_json
 from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
