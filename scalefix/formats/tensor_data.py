@@ -1,6 +1,9 @@
-"""Reading tensor bytes: whole, by byte range (row blocks, samples). Never the whole file."""
+"""Reading tensor bytes: whole, by byte range (row blocks, samples), or many small tensors
+(scales) at once. Never the whole file."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -24,3 +27,30 @@ def read_raw(info: TensorInfo, start: int = 0, length: int | None = None) -> np.
         raise ScalefixError("file ends inside the tensor's data (truncated)", file=info.file,
                             tensor=info.name)
     return np.frombuffer(data, dtype=np.uint8)
+
+
+def read_raw_many(infos) -> dict[str, np.ndarray]:
+    """name -> stored bytes of every tensor in ``infos``, each file opened once, read in file
+    order: a shard's scales (DeepSeek-V3: ~280 per shard) cost one ``open``, not one each.
+    Plain ``pread``, not a memory map: on a cold page cache a fault in a map reads a whole
+    read-around window between the weights (measured: 66 ms per scale on a 1.4 GB shard)."""
+    by_file: dict = {}
+    for info in infos:
+        by_file.setdefault(info.file, []).append(info)
+    out = {}
+    for path, group in by_file.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise ScalefixError(f"cannot read: {exc.strerror or exc}", file=path,
+                                tensor=group[0].name) from None
+        try:
+            for info in sorted(group, key=lambda i: i.offset):
+                data = os.pread(fd, info.nbytes, info.offset)
+                if len(data) != info.nbytes:
+                    raise ScalefixError("file ends inside the tensor's data (truncated)",
+                                        file=info.file, tensor=info.name)
+                out[info.name] = np.frombuffer(data, dtype=np.uint8)
+        finally:
+            os.close(fd)
+    return out

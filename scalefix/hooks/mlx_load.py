@@ -73,13 +73,13 @@ def _read_all(original, path: Path, args, kwargs, return_metadata: bool):
 def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False):
     from ..formats.dequant import load_scale
     from ..mlx.lazy_dequant import lazy_dequantize
-    from ..mlx.reader import read_bytes
+    from ..formats.tensor_data import read_raw_many
     from .load_policy import plan_for_file
 
     plan = plan_for_file(path)
     if plan.nothing:
         return None
-    raw = read_bytes(qw.scale for qw in plan.dequantize.values())
+    raw = read_raw_many(qw.scale for qw in plan.dequantize.values())
     scales = {name: load_scale(qw, raw[qw.scale.name])  # small, read and validated now
               for name, qw in plan.dequantize.items()}
     arrays, metadata = _read_all(original, path, args, kwargs, return_metadata)

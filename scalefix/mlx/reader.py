@@ -4,8 +4,7 @@ Which F8 dtypes ``mx.load`` accepts depends on the release (0.21 refuses F8_E4M3
 upcast it to BF16, 0.31 hands uint8 codes, 0.32 also reads F8_E8M0; F8_E5M2: none), so it is
 probed, once per dtype and process, by loading an 8-element file from memory. A refused file
 is read eagerly, tensor by tensor, from a memory map (no intermediate bytes copy): MLX has no
-lazy reader for it. F8 codes come back as uint8, as current MLX hands them. The hook's scales
-are read here too, each file mapped once.
+lazy reader for it. F8 codes come back as uint8, as current MLX hands them.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import mmap
-import os
 import struct
 from functools import lru_cache
 
@@ -54,33 +52,6 @@ def read_mapped(header: Header) -> dict:
     with _mapped(header.path) as mm:
         return {name: array_from_raw(_view(mm, info), info)
                 for name, info in header.tensors.items()}
-
-
-def read_bytes(infos) -> dict:
-    """name -> each tensor's stored bytes, each file opened once: the hook reads every scale
-    a shard needs (DeepSeek-V3: ~280), and an ``open`` each cost more than the read. Plain
-    ``pread``, not a memory map: on a cold page cache a fault in a map reads a whole
-    read-around window between the weights (measured: 66 ms per scale on a 1.4 GB shard,
-    12.5 s for a Llama's 189 scales, against milliseconds with pread)."""
-    by_file: dict = {}
-    for info in infos:
-        by_file.setdefault(info.file, []).append(info)
-    out = {}
-    for path, group in by_file.items():
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise ScalefixError(f"cannot read: {exc.strerror or exc}", file=path) from None
-        try:
-            for info in sorted(group, key=lambda i: i.offset):
-                data = os.pread(fd, info.nbytes, info.offset)
-                if len(data) != info.nbytes:
-                    raise ScalefixError("file ends inside the tensor's data (truncated)",
-                                        file=info.file, tensor=info.name)
-                out[info.name] = np.frombuffer(data, np.uint8)
-        finally:
-            os.close(fd)
-    return out
 
 
 def _mapped(path):
