@@ -151,21 +151,24 @@ def test_hf_quant_config_is_read(tmp_path, inspect_json):
     assert report["config"]["ignore"] == ["lm_head"]
 
 
-@pytest.mark.parametrize("kind", ["nvfp4", "int8"])
+@pytest.mark.parametrize("kind", ["nvfp4-without-global-scale", "gptq-3bit"])
 def test_unsupported_schemes_are_reported_and_refused_by_rewrite(tmp_path, inspect_json, kind,
                                                                  capsys):
     from scalefix.cli import main
-    if kind == "nvfp4":  # compressed-tensors nvfp4-pack-quantized
+    if kind == "nvfp4-without-global-scale":  # block scales that mean nothing alone
         tensors = {"l.weight_packed": torch.zeros(64, 32, dtype=torch.uint8),
-                   "l.weight_scale": torch.zeros(64, 4, dtype=torch.float8_e4m3fn),
-                   "l.weight_global_scale": torch.ones(1)}
-    else:  # int8 W8A8 channel scales
-        tensors = {"l.weight": torch.zeros(64, 64, dtype=torch.int8),
-                   "l.weight_scale": torch.ones(64, 1)}
-    root = bf16_model(tmp_path / "m", tensors)
+                   "l.weight_scale": torch.zeros(64, 4, dtype=torch.float8_e4m3fn)}
+        flagged, config = "l.weight_packed", None
+    else:  # GPTQ packs 3-bit codes across words in its own way: not decoded
+        tensors = {"l.qweight": torch.zeros(12, 64, dtype=torch.int32),
+                   "l.qzeros": torch.zeros(1, 6, dtype=torch.int32),
+                   "l.scales": torch.ones(1, 64, dtype=torch.float16)}
+        flagged = "l.qweight"
+        config = {"quantization_config": {"quant_method": "gptq", "bits": 3, "group_size": -1}}
+    root = bf16_model(tmp_path / "m", tensors, config)
     code, report = inspect_json(root, "--check")
     assert code == 1 and report["verdict"]["status"] == "problems"
-    assert {u["tensor"] for u in report["unsupported"]} >= {"l.weight_scale"}
+    assert {u["tensor"] for u in report["unsupported"]} >= {flagged}
     assert "unsupported-scheme" in {f["code"] for f in report["findings"]}
     capsys.readouterr()
     assert main(["rewrite", str(root), "--out", str(tmp_path / "o")]) == 2

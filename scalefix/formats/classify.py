@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from ..errors import ScalefixError
-from . import conventions
+from . import conventions, int_weights
 from .bundle import Bundle
 from .config import QuantConfig, ignored_by, read_quant_config
 from .dtypes import FLOAT_PLAIN, FP8_WEIGHT, PACKED_FP4, SCALE_DTYPES
@@ -21,8 +21,8 @@ WEIGHT_CODECS = {"F8_E4M3": "e4m3", "F8_E5M2": "e5m2", "I8": "e2m1", "U8": "e2m1
 SCALE_CODECS = {"F32": "f32", "BF16": "bf16", "F16": "f16", "F8_E8M0": "e8m0", "U8": "e8m0",
                 "F8_E4M3": "e4m3"}
 
-ROLES = ("plain", "quantized", "scale", "activation_scale", "marker", "orphan_scale",
-         "fp8_without_scale", "unsupported")
+ROLES = ("plain", "quantized", "scale", "quant_param", "activation_scale", "marker",
+         "orphan_scale", "fp8_without_scale", "unsupported")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class QuantizedWeight:
     geometry: Geometry
     packing: str | None = None  # "low-first" | "high-first" for two FP4 codes per byte
     output_name: str = ""
+    # NVFP4's second-level scale: ModelOpt ``weight_scale_2`` multiplies the block scales,
+    # compressed-tensors ``weight_global_scale`` divides them (formats-next.md s. 2)
+    global_scale: TensorInfo | None = None
+    global_op: str = ""       # "multiply" | "divide"
+
+    @property
+    def side_tensors(self) -> tuple[TensorInfo, ...]:
+        """Every tensor besides the weight that decoding reads (dropped once applied)."""
+        return (self.scale,) if self.global_scale is None else (self.scale, self.global_scale)
 
     @property
     def name(self) -> str:
@@ -47,6 +56,8 @@ class QuantizedWeight:
     def scheme(self) -> str:
         if self.naming == "_blocks/_scales":
             return "mxfp4"
+        if self.scale_codec == "e4m3":
+            return "nvfp4"
         family = "fp4" if self.codec == "e2m1" else "fp8"
         return f"{family}-{self.geometry.granularity}"
 
@@ -84,6 +95,10 @@ def classify(bundle: Bundle, *, nibble_order: str = "low-first") -> Classificati
     for name in tensors:
         roles[name] = ("marker" if conventions.marker(name) else
                        "activation_scale" if conventions.activation_scale(name) else "plain")
+    int_found, int_bad = int_weights.claim(tensors, roles, qc)
+    result.quantized.update(int_found)
+    for name, why in int_bad.items():
+        _mark(result, name, "unsupported", why)
     scale_like = conventions.SCALE_SUFFIXES  # a name no rule can match is not a scale
     for name, info in tensors.items():
         if roles[name] == "plain" and name.endswith(scale_like):
@@ -120,7 +135,8 @@ def _pair_scale(result: Classification, name: str, scale: TensorInfo, nibble_ord
             return
         result.quantized[weight_key] = qw
         result.roles[weight_key] = "quantized"
-        result.roles[name] = "scale"
+        for side in qw.side_tensors:
+            result.roles[side.name] = "scale"
         return
     candidates = list(conventions.scale_candidates(name))
     if candidates and (any(rule.strict for rule, _ in candidates) or scale.dtype == "F8_E8M0"):
@@ -178,12 +194,40 @@ def _quantized(result: Classification, naming: str, weight: TensorInfo, scale: T
         raise ScalefixError(
             f"FP4 scale {list(scale.shape)} must hold one value per row and group of columns "
             f"of weight {list(shape)}", file=weight.file, tensor=weight.name)
-    if scale_codec == "e4m3":  # NVFP4 needs its global scale; not decoded yet
-        _unsupported(result, weight, scale,
-                     "NVFP4 (FP8 block scales + a global scale): not supported yet")
-        return None
+    global_scale, global_op = None, ""
+    if scale_codec == "e4m3":  # NVFP4: the block scales mean nothing without the global one
+        found = _nvfp4_global_scale(result, weight, shape)
+        if found is None:
+            return None
+        global_scale, global_op = found
     return QuantizedWeight(weight, scale, naming, codec, scale_codec, shape, geometry, packing,
-                           conventions.dequantized_name(weight.name))
+                           conventions.dequantized_name(weight.name), global_scale, global_op)
+
+
+def _nvfp4_global_scale(result: Classification, weight: TensorInfo, shape: tuple[int, ...]):
+    """(tensor, "multiply" | "divide") for an NVFP4 weight, or None once flagged unsupported.
+    One float per tensor, or one per stacked expert."""
+    stem = conventions.module_of(weight.name)
+    tensors = result.bundle.tensors
+    found = [(tensors[stem + suffix], op) for suffix, op in conventions.NVFP4_GLOBAL_SCALES
+             if stem + suffix in tensors]
+    if not found:
+        names = " or ".join(repr(stem + s) for s, _ in conventions.NVFP4_GLOBAL_SCALES)
+        _mark(result, weight.name, "unsupported",
+              f"NVFP4 block scales (F8_E4M3) without the global scale {names}")
+        return None
+    if len(found) > 1:
+        raise ScalefixError(f"two NVFP4 global scales ({found[0][0].name!r} and "
+                            f"{found[1][0].name!r})", file=weight.file, tensor=weight.name)
+    info, op = found[0]
+    lead = tuple(shape[:-2])
+    if info.dtype not in ("F32", "BF16", "F16") or (
+            info.numel != 1 and tuple(d for d in info.shape if d != 1) != lead):
+        raise ScalefixError(f"NVFP4 global scale {info.name!r} is {info.dtype} "
+                            f"{list(info.shape)}: want one float per tensor"
+                            + (f" or per expert {list(lead)}" if lead else ""),
+                            file=info.file, tensor=weight.name)
+    return info, op
 
 
 # A checkpoint repeats a handful of (weight, scale) shapes thousands of times; Geometry is

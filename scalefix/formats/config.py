@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass, field
 
 # quant_method values that mean "FP8/FP4 weights with separate scale tensors"
-SCALED_METHODS = frozenset({"fp8", "compressed-tensors", "modelopt", "mxfp4", "fbgemm_fp8"})
+SCALED_METHODS = frozenset({"fp8", "compressed-tensors", "modelopt", "mxfp4", "fbgemm_fp8",
+                            "gptq", "awq"})
 IGNORE_KEYS = ("ignore", "modules_to_not_convert", "ignored_layers")
 
 
@@ -62,7 +63,9 @@ def _fill(found: QuantConfig, where: str, qc: dict) -> None:
     found.where = where
     found.method = str(qc.get("quant_method")) if qc.get("quant_method") is not None else None
     summary = {k: qc[k] for k in ("quant_method", "fmt", "format", "activation_scheme",
-                                  "scale_fmt", "weight_block_size") if k in qc}
+                                  "scale_fmt", "weight_block_size", "bits", "w_bit",
+                                  "group_size", "q_group_size", "desc_act", "sym",
+                                  "zero_point", "version", "checkpoint_format") if k in qc}
     block = qc.get("weight_block_size")
     groups = qc.get("config_groups")
     if isinstance(groups, dict):

@@ -43,6 +43,13 @@ SCALE_RULES: tuple[ScaleRule, ...] = (
 # possible scales before any rule is tried (classification stays cheap at ~90k tensors).
 SCALE_SUFFIXES: tuple[str, ...] = tuple(dict.fromkeys(rule.suffix for rule in SCALE_RULES))
 
+# NVFP4's second-level (global) scale beside ``<module>.weight_scale``: ModelOpt's multiplies
+# the E4M3 block scales, compressed-tensors' divides them (formats-next.md section 2).
+NVFP4_GLOBAL_SCALES: tuple[tuple[str, str], ...] = (
+    (".weight_scale_2", "multiply"),        # NVIDIA ModelOpt
+    (".weight_global_scale", "divide"),     # compressed-tensors nvfp4-pack-quantized
+)
+
 # Activation (input) scales: meaningless once weights are dequantized; dropped on rewrite.
 ACTIVATION_SCALE_SUFFIXES: tuple[str, ...] = (
     ".input_scale", ".scale_input", ".qscale_act", ".activation_scale", ".input_global_scale",
@@ -63,6 +70,14 @@ def activation_scale(name: str) -> bool:
 
 def marker(name: str) -> bool:
     return name in MARKER_NAMES or name.endswith(MARKER_SUFFIXES)
+
+
+def module_of(weight_key: str) -> str:
+    """``model.layers.0.mlp.up_proj`` for ``...up_proj.weight`` / ``...up_proj.weight_packed``."""
+    for suffix in (".weight_packed", ".weight", ".qweight"):
+        if weight_key.endswith(suffix):
+            return weight_key[: -len(suffix)]
+    return weight_key
 
 
 def scale_candidates(name: str):

@@ -13,30 +13,59 @@ import numpy as np
 from ..errors import ScalefixError
 from .classify import QuantizedWeight
 from .codecs import decode, decode_scale, f32_to_bf16, table, unpack_fp4
+from .int_codes import check_stored_size, codes_all, codes_rows, decode_codes, load_side
+from .int_weights import IntWeight
 from .tensor_data import read_raw
 
 OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}  # CLI name -> safetensors name
 
 
-def row_bytes(qw: QuantizedWeight) -> int:
-    """Bytes of the stored weight per logical row."""
+def row_bytes(qw: QuantizedWeight | IntWeight) -> int | None:
+    """Bytes of the stored weight per logical row; None when stored rows are not logical
+    rows (GPTQ / AWQ pack across them: only the whole tensor decodes)."""
+    if isinstance(qw, IntWeight):
+        return qw.weight.nbytes // max(qw.geometry.rows, 1) if qw.row_major else None
     cols = qw.geometry.cols
     return cols // 2 if qw.codec == "e2m1" else cols
 
 
 def load_scale(qw: QuantizedWeight, raw: np.ndarray | None = None) -> np.ndarray:
     """The scale as float32 [scale_rows, scale_cols] (or [1, 1] per tensor), validated.
-    ``raw``: its stored bytes, when the caller read them already."""
+    ``raw``: its stored bytes, when the caller read them already. For an integer weight:
+    its ``IntSide`` (scale, zero point, column groups)."""
+    if isinstance(qw, IntWeight):
+        return load_side(qw)
     scale = qw.scale
     raw = read_raw(scale) if raw is None else raw
     values = decode_scale(raw, qw.scale_codec, file=scale.file, tensor=scale.name)
+    if qw.global_scale is not None:
+        values = _apply_global_scale(qw, values)
     view = qw.geometry.scale_shape
     return values.reshape(-1, view[-1]) if values.size > 1 else values.reshape(1, 1)
 
 
+def _apply_global_scale(qw: QuantizedWeight, values: np.ndarray) -> np.ndarray:
+    """NVFP4's effective block scale, in float32 as both writers compute it before the
+    product: ModelOpt ``float(weight_scale) * weight_scale_2``, compressed-tensors
+    ``weight_scale / weight_global_scale``."""
+    info = qw.global_scale
+    codec = {"F32": "f32", "BF16": "bf16", "F16": "f16"}[info.dtype]
+    g = decode_scale(read_raw(info), codec, file=info.file, tensor=info.name)
+    if qw.global_op == "divide" and not g.all():
+        raise ScalefixError("NVFP4 global scale is zero (it divides)", file=info.file,
+                            tensor=info.name)
+    per = values.reshape(g.size, -1)  # one global value per tensor or per stacked expert
+    g = g.reshape(-1, 1)
+    return (per * g if qw.global_op == "multiply" else per / g).reshape(values.shape)
+
+
 def dequantize_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray,
                     row_start: int) -> np.ndarray:
-    """float32 [n, cols] for logical rows ``row_start ..`` given their stored bytes."""
+    """float32 [n, cols] for logical rows ``row_start ..`` given their stored bytes (the
+    whole tensor's, for a weight whose ``row_bytes`` is None)."""
+    if isinstance(qw, IntWeight):
+        codes = codes_rows(qw, raw_rows) if qw.row_major else codes_all(qw, raw_rows)
+        return decode_codes(qw, codes, scale, row_start)
     geo = qw.geometry
     cols = geo.cols
     n = raw_rows.size // row_bytes(qw)
@@ -78,6 +107,8 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
     in ``dequantize_rows``, so the two paths agree bit for bit (a test holds them together).
     """
     geo = qw.geometry
+    if isinstance(qw, IntWeight):
+        return _decode_int_rows(qw, raw_rows, scale, row_start, out_dtype, out)
     n = raw_rows.size // row_bytes(qw)
     if out is None:
         out = np.empty((n, geo.cols), dtype=STORAGE[out_dtype])
@@ -113,6 +144,43 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
     return out
 
 
+def _decode_int_rows(qw: IntWeight, raw: np.ndarray, side, row_start: int, out_dtype: str,
+                     out: np.ndarray | None) -> np.ndarray:
+    """Integer codes: unpacked once, decoded in cache-sized row blocks (a whole GPTQ / AWQ
+    tensor arrives at once; its float32 never exists whole)."""
+    codes = codes_rows(qw, raw) if qw.row_major else codes_all(qw, raw)
+    n, cols = codes.shape
+    if out is None:
+        out = np.empty((n, cols), dtype=STORAGE[out_dtype])
+    step = max(1, GATHER_ELEMENTS * 4 // max(cols, 1))
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        out[a:b] = encode(decode_codes(qw, codes[a:b], side, row_start + a), out_dtype)
+    return out
+
+
+def row_reader(qw: QuantizedWeight | IntWeight):
+    """``read(start, n) -> float32 [n, cols]``: the exact decode of any row range, reading
+    only those rows' bytes where the layout allows it (verify's reference)."""
+    side, per_row = load_scale(qw), row_bytes(qw)
+    if per_row is None:
+        codes = codes_all(qw, read_raw(qw.weight))
+        return lambda start, n: decode_codes(qw, codes[start:start + n], side, start)
+    return lambda start, n: dequantize_rows(
+        qw, read_raw(qw.weight, start * per_row, n * per_row), side, start)
+
+
+def validate(qw: QuantizedWeight | IntWeight) -> None:
+    """Before writing anything: the stored size fits the shape, every side tensor decodes."""
+    if isinstance(qw, IntWeight):
+        check_stored_size(qw)
+    elif qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
+        raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
+                            f"logical shape {list(qw.shape)}", file=qw.weight.file,
+                            tensor=qw.name)
+    load_scale(qw)
+
+
 def _lookup_fits(geo, scale: np.ndarray) -> bool:
     """Block scales suit the lookup path: blocks wide enough to pay for their tables, and a
     scale column for every block of columns."""
@@ -126,9 +194,7 @@ GATHER_ELEMENTS = 1 << 16  # elements per gather pass: index and output stay in 
 
 def dequantize(qw: QuantizedWeight, out_dtype: str = "bf16") -> np.ndarray:
     """The whole weight, dequantized, in its logical shape (bf16 returned as uint16 bits)."""
-    if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
-        raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match logical shape "
-                            f"{list(qw.shape)}", file=qw.weight.file, tensor=qw.name)
+    validate(qw)
     return decode_rows(qw, read_raw(qw.weight), load_scale(qw), 0, out_dtype).reshape(qw.shape)
 
 

@@ -39,6 +39,8 @@ def dequantize_mx_family() -> bool:
 
 
 def wanted(qw: QuantizedWeight, mx_family: bool) -> bool:
+    if qw.codec == "int":  # integer codes: not decoded at load time (yet); left untouched
+        return False
     return qw.scale_codec != "e8m0" or mx_family
 
 
@@ -88,7 +90,8 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
     used = [q for q in result.quantized.values() if wanted(q, mx_family)]
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
-        plan_of(qw.scale).drop.add(qw.scale.name)
+        for side in qw.side_tensors:
+            plan_of(side).drop.add(side.name)
     tensors = result.bundle.tensors
     for name in result.named("orphan_scale"):
         plan_of(tensors[name]).drop.add(name)

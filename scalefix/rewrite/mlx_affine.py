@@ -49,7 +49,7 @@ class AffineSpec:
                                 f"{', '.join(map(str, GROUP_SIZES))}, not {self.group_size}")
 
     def selects(self, qw: QuantizedWeight) -> bool:
-        return qw.codec == "e2m1" or self.include_fp8
+        return qw.codec == "e2m1" or (self.include_fp8 and qw.codec in ("e4m3", "e5m2"))
 
     @property
     def params(self) -> dict:

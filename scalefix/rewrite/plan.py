@@ -18,7 +18,8 @@ from ..formats.dequant import OUT_DTYPES
 from ..formats.header import TensorInfo
 from ..formats.writer import Entry, header_bytes
 
-DROP_REASONS = {"scale": "scale (applied)", "activation_scale": "activation scale",
+DROP_REASONS = {"scale": "scale (applied)", "quant_param": "quantization parameter (applied)",
+                "activation_scale": "activation scale",
                 "orphan_scale": "orphan scale", "marker": "quantization marker"}
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.bundle import INDEX_SUFFIX
-from ..formats.dequant import load_scale, row_bytes
+from ..formats.dequant import validate
 from ..interrupts import Interrupted
 from ..locate import cached_repo_name
 from . import space
@@ -120,11 +120,7 @@ def _validate_quantized(result) -> None:
 
 
 def _validate_weight(qw) -> None:
-    if qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
-        raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
-                            f"logical shape {list(qw.shape)}", file=qw.weight.file,
-                            tensor=qw.name)
-    load_scale(qw)
+    validate(qw)
 
 
 def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:

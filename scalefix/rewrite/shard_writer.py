@@ -257,6 +257,10 @@ def _jobs(tensor: OutTensor, out_dtype: str):
         scale = load_scale(qw)
         rows, cols, per_row = qw.geometry.rows, qw.geometry.cols, row_bytes(qw)
         itemsize = np.dtype(STORAGE[out_dtype]).itemsize
+        if per_row is None:  # GPTQ / AWQ: rows exist only once the whole tensor is unpacked
+            yield Job(qw.weight.file, qw.weight.offset, qw.weight.nbytes,
+                      rows * cols * itemsize, partial(_dequant, qw, scale, out_dtype, 0, rows))
+            return
         step = max(1, DEQUANT_CHUNK_ELEMENTS // max(cols, 1))
         block_rows = qw.geometry.block[0]
         if step > block_rows:

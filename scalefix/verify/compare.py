@@ -22,7 +22,7 @@ from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.classify import WEIGHT_CODECS
 from ..formats.codecs import bf16_to_f32, decode
-from ..formats.dequant import dequantize_rows, encode, load_scale, row_bytes
+from ..formats.dequant import encode, row_reader
 from ..formats.header import TensorInfo
 from ..formats.tensor_data import read_raw
 
@@ -103,12 +103,7 @@ def _reference(src_result, name: str):
     info = src_result.bundle.tensors[name]
     if role == "quantized":
         qw = src_result.quantized[name]
-        scale, per_row = load_scale(qw), row_bytes(qw)
-
-        def ref(start, n):
-            raw = read_raw(qw.weight, start * per_row, n * per_row)
-            return dequantize_rows(qw, raw, scale, start)
-        return qw.geometry.rows, qw.geometry.cols, ref
+        return qw.geometry.rows, qw.geometry.cols, row_reader(qw)
     cols = info.shape[-1] if info.shape else 1
     rows = info.numel // cols if cols else 0
     if role == "fp8_without_scale":

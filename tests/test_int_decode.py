@@ -1,0 +1,249 @@
+"""Integer-coded and NVFP4 weights decoded bit for bit against torch oracles.
+
+The layouts are built here by packers written the simple way (a bit array per row, numpy
+``packbits``), independent of scalefix's unpacker; the real writers' own output is checked in
+test_int_families.py. Oracle: ``((q - z) * s)`` in float32 with torch, rounded to BF16 once.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from scalefix.cli import main
+from scalefix.formats import classify, open_bundle
+from scalefix.formats.dequant import dequantize
+
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+def pack_bits(codes: np.ndarray, bits: int, dense: bool) -> np.ndarray:
+    """[n, c] unsigned codes -> [n, words] int32, low bits first."""
+    n, c = codes.shape
+    bitplanes = ((codes[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8)  # [n, c, b]
+    if dense:
+        stream = bitplanes.reshape(n, c * bits)
+    else:  # 32 // b codes per word, the top bits of each word unused
+        per = 32 // bits
+        words = -(-c // per)
+        padded = np.zeros((n, words * per, bits), np.uint8)
+        padded[:, :c] = bitplanes
+        stream = np.zeros((n, words, 32), np.uint8)
+        stream[:, :, : per * bits] = padded.reshape(n, words, per * bits)
+        stream = stream.reshape(n, words * 32)
+    total = -(-stream.shape[1] // 32) * 32
+    stream = np.pad(stream, ((0, 0), (0, total - stream.shape[1])))
+    return np.packbits(stream, axis=1, bitorder="little").view("<i4").reshape(n, -1)
+
+
+def oracle(codes, zero, scale, col_group) -> torch.Tensor:
+    q = torch.from_numpy(codes.astype(np.int64))
+    z = torch.from_numpy(np.asarray(zero, dtype=np.int64))
+    z = z[:, col_group] if z.ndim == 2 else z
+    s = torch.from_numpy(scale)[:, col_group]
+    return ((q - z).to(torch.float32) * s.to(torch.float32)).to(torch.bfloat16)
+
+
+def save(root, tensors, config=None):
+    root.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps(config or {"model_type": "llama"}))
+    return root
+
+
+def decoded(root, name):
+    result = classify(open_bundle(root))
+    qw = result.quantized[name]
+    return qw, torch.from_numpy(dequantize(qw, "bf16").view(np.int16)).view(torch.bfloat16)
+
+
+def bf16_scale(rng, *shape):
+    return torch.from_numpy(rng.uniform(1e-3, 3e-2, shape).astype(np.float32)).bfloat16()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("group,zp,dense", [(32, False, True), (128, False, True),
+                                            (32, True, True), (0, True, True),
+                                            (32, False, False), (32, True, False)])
+def test_compressed_tensors_pack_quantized(tmp_path, bits, group, zp, dense):
+    rng = np.random.default_rng(bits * 100 + group)
+    out, cols = 48, 200                      # 200: a ragged last group of 8 (or 72)
+    groups = 1 if group == 0 else -(-cols // group)
+    codes = rng.integers(0, 1 << bits, (out, cols)).astype(np.uint8)
+    scale = bf16_scale(rng, out, groups)
+    tensors = {"l.weight_packed": torch.from_numpy(pack_bits(codes, bits, dense)),
+               "l.weight_scale": scale, "l.weight_shape": torch.tensor([out, cols])}
+    zero = 1 << (bits - 1)
+    if zp:
+        zero = rng.integers(0, 1 << bits, (out, groups)).astype(np.uint8)
+        tensors["l.weight_zero_point"] = torch.from_numpy(
+            pack_bits(zero.T.copy(), bits, dense).T.copy())   # packed along dim 0
+    config = {"model_type": "llama", "quantization_config": {
+        "quant_method": "compressed-tensors", "format": "pack-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+            "num_bits": bits, "type": "int", "symmetric": not zp,
+            "strategy": "channel" if group == 0 else "group",
+            "group_size": group or None}}}}}
+    qw, got = decoded(save(tmp_path / "m", tensors, config), "l.weight_packed")
+    col_group = np.minimum(np.arange(cols) // (group or cols), groups - 1)
+    want = oracle(codes, zero, scale.float().numpy(), col_group)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    gran = "channel" if group == 0 else f"group{group}"
+    assert qw.scheme == f"int{bits}-{gran}" + ("-zp" if zp else "")
+    if bits in (3, 5, 6):
+        assert qw.layout == ("ct-dense" if dense else "ct-per-word")
+
+
+def test_pack_quantized_stacked_experts_unpacked_zero_and_g_idx(tmp_path):
+    rng = np.random.default_rng(1)
+    experts, out, cols, bits, group = 3, 16, 64, 4, 32
+    codes = rng.integers(0, 16, (experts, out, cols)).astype(np.uint8)
+    scale = bf16_scale(rng, experts, out, 2)
+    zero_signed = rng.integers(-8, 8, (experts, out, 2)).astype(np.int8)
+    g_idx = rng.permutation(np.arange(cols) // group).astype(np.int32)
+    packed = np.stack([pack_bits(c, bits, True) for c in codes])
+    root = save(tmp_path / "m", {
+        "e.weight_packed": torch.from_numpy(packed), "e.weight_scale": scale,
+        "e.weight_shape": torch.tensor([experts, out, cols]),
+        "e.weight_zero_point": torch.from_numpy(zero_signed),
+        "e.weight_g_idx": torch.from_numpy(g_idx)})
+    qw, got = decoded(root, "e.weight_packed")
+    assert qw.scheme == "int4-group32-zp-actorder" and qw.shape == (experts, out, cols)
+    flat = oracle(codes.reshape(-1, cols), zero_signed.reshape(-1, 2).astype(np.int64) + 8,
+                  scale.float().numpy().reshape(-1, 2), g_idx)
+    assert torch.equal(got.reshape(-1, cols).view(torch.int16), flat.view(torch.int16))
+
+
+@pytest.mark.parametrize("zp", [False, True])
+def test_int8_channel(tmp_path, zp):
+    rng = np.random.default_rng(2)
+    q = rng.integers(-128, 128, (32, 96)).astype(np.int8)
+    scale = torch.from_numpy(rng.uniform(1e-3, 1e-2, (32, 1)).astype(np.float32))
+    tensors = {"l.weight": torch.from_numpy(q), "l.weight_scale": scale}
+    zero = np.zeros((32, 1), np.int64)
+    if zp:
+        zero = rng.integers(-20, 20, (32, 1))
+        tensors["l.weight_zero_point"] = torch.from_numpy(zero.astype(np.int8))
+    qw, got = decoded(save(tmp_path / "m", tensors), "l.weight")
+    want = oracle(q, zero, scale.numpy(), np.zeros(96, np.intp))
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert qw.scheme == "int8-channel" + ("-zp" if zp else "")
+
+
+def gptq_tensors(rng, out, cols, group, act_order):
+    codes = rng.integers(0, 16, (out, cols)).astype(np.uint8)
+    groups = cols // group
+    zero = rng.integers(1, 16, (out, groups)).astype(np.uint8)       # z; stored as z - 1
+    scales = rng.uniform(1e-3, 2e-2, (groups, out)).astype(np.float16)
+    g_idx = np.arange(cols) // group
+    if act_order:
+        g_idx = rng.permutation(g_idx)
+    qweight = pack_bits(codes.T.copy().T, 4, True)                    # [out, in/8] ...
+    qweight = np.ascontiguousarray(pack_bits(codes, 4, True).T)     # ... along the input
+    qzeros = pack_bits((zero - 1).T.copy(), 4, True)                  # [G, out/8]
+    tensors = {"l.qweight": torch.from_numpy(qweight), "l.qzeros": torch.from_numpy(qzeros),
+               "l.scales": torch.from_numpy(scales),
+               "l.g_idx": torch.from_numpy(g_idx.astype(np.int32))}
+    want = oracle(codes, zero, scales.T.astype(np.float32), g_idx)
+    return tensors, want
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_v1(tmp_path, act_order):
+    rng = np.random.default_rng(3)
+    tensors, want = gptq_tensors(rng, 64, 256, 64, act_order)
+    config = {"model_type": "llama", "quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": act_order,
+        "sym": False, "checkpoint_format": "gptq"}}
+    qw, got = decoded(save(tmp_path / "m", tensors, config), "l.qweight")
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert qw.scheme == "gptq-int4-group64" + ("-actorder" if act_order else "")
+    assert qw.output_name == "l.weight"
+
+
+def test_awq_gemm(tmp_path):
+    rng = np.random.default_rng(4)
+    out, cols, group = 64, 256, 128
+    codes = rng.integers(0, 16, (out, cols)).astype(np.uint8)
+    zero = rng.integers(0, 16, (out, cols // group)).astype(np.uint8)
+    scales = rng.uniform(1e-3, 2e-2, (cols // group, out)).astype(np.float16)
+
+    def awq_pack(values):  # [rows, out] -> [rows, out/8], nibble j holds AWQ_ORDER[j]
+        v = values.reshape(values.shape[0], -1, 8)[:, :, AWQ_ORDER].astype(np.uint32)
+        return (v << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32).view("<i4")
+
+    tensors = {"l.qweight": torch.from_numpy(awq_pack(codes.T.copy())),
+               "l.qzeros": torch.from_numpy(awq_pack(zero.T.copy())),
+               "l.scales": torch.from_numpy(scales)}
+    config = {"model_type": "llama", "quantization_config": {
+        "quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm",
+        "zero_point": True}}
+    qw, got = decoded(save(tmp_path / "m", tensors, config), "l.qweight")
+    want = oracle(codes, zero, scales.T.astype(np.float32), np.arange(cols) // group)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert qw.scheme == "awq-int4-group128"
+
+
+E2M1 = torch.tensor([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6])
+
+
+@pytest.mark.parametrize("flavour", ["modelopt", "compressed-tensors"])
+def test_nvfp4(tmp_path, flavour):
+    rng = np.random.default_rng(5)
+    out, cols = 32, 128
+    codes = torch.from_numpy(rng.integers(0, 16, (out, cols)).astype(np.uint8))
+    packed = (codes[:, 1::2] << 4) | codes[:, 0::2]
+    block = torch.from_numpy(rng.uniform(0.01, 448, (out, cols // 16)).astype(np.float32))
+    block = block.to(torch.float8_e4m3fn)
+    if flavour == "modelopt":
+        g = torch.tensor(3.7e-4, dtype=torch.float32)
+        tensors = {"l.weight": packed, "l.weight_scale": block, "l.weight_scale_2": g,
+                   "l.input_scale": torch.tensor(1.0)}
+        eff = block.float() * g
+    else:
+        g = torch.tensor([2718.5], dtype=torch.float32)
+        tensors = {"l.weight_packed": packed, "l.weight_scale": block,
+                   "l.weight_global_scale": g}
+        eff = block.float() / g
+    root = save(tmp_path / "m", tensors)
+    name = "l.weight" if flavour == "modelopt" else "l.weight_packed"
+    qw, got = decoded(root, name)
+    want = (E2M1[codes.long()].view(out, -1, 16) * eff[:, :, None]).view(out, cols).bfloat16()
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert qw.scheme == "nvfp4"
+    assert main(["rewrite", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert main(["verify", str(root), str(tmp_path / "o")]) == 0
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "o" / "model.safetensors"), "pt") as fh:
+        assert set(fh.keys()) == {"l.weight"}
+        assert torch.equal(fh.get_tensor("l.weight").view(torch.int16), want.view(torch.int16))
+
+
+@pytest.mark.parametrize("kind", ["gptq", "pack"])
+def test_rewrite_and_verify_drop_every_side_tensor(tmp_path, kind, capsys):
+    rng = np.random.default_rng(6)
+    if kind == "gptq":
+        tensors, want = gptq_tensors(rng, 64, 256, 64, True)
+        config = {"model_type": "llama", "quantization_config": {
+            "quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": True}}
+    else:
+        codes = rng.integers(0, 16, (64, 96)).astype(np.uint8)
+        scale = bf16_scale(rng, 64, 3)
+        tensors = {"l.weight_packed": torch.from_numpy(pack_bits(codes, 4, True)),
+                   "l.weight_scale": scale, "l.weight_shape": torch.tensor([64, 96])}
+        want = oracle(codes, 8, scale.float().numpy(), np.arange(96) // 32)
+        config = {"model_type": "llama", "quantization_config": {
+            "quant_method": "compressed-tensors", "format": "pack-quantized"}}
+    tensors["l.bias"] = torch.zeros(64, dtype=torch.bfloat16)
+    root = save(tmp_path / "m", tensors, config)
+    code, _ = main(["inspect", str(root), "--check"]), capsys.readouterr()
+    assert code == 1  # a quantized checkpoint is not "clean"
+    assert main(["rewrite", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert main(["verify", str(root), str(tmp_path / "o")]) == 0
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "o" / "model.safetensors"), "pt") as fh:
+        assert set(fh.keys()) == {"l.weight", "l.bias"}
+        assert torch.equal(fh.get_tensor("l.weight").view(torch.int16), want.view(torch.int16))
+    assert "quantization_config" not in json.loads((tmp_path / "o" / "config.json").read_text())
