@@ -247,3 +247,27 @@ def test_rewrite_and_verify_drop_every_side_tensor(tmp_path, kind, capsys):
         assert set(fh.keys()) == {"l.weight", "l.bias"}
         assert torch.equal(fh.get_tensor("l.weight").view(torch.int16), want.view(torch.int16))
     assert "quantization_config" not in json.loads((tmp_path / "o" / "config.json").read_text())
+
+
+def test_load_hook_says_once_that_integer_weights_are_left_as_stored(tmp_path):
+    """No silent fallback: mx.load under scalefix.auto returns a GPTQ file as stored (what
+    plain MLX returns) and says so once on stderr; SCALEFIX_STRICT=1 raises."""
+    import subprocess
+    import sys
+    pytest.importorskip("mlx.core")
+    tensors, _ = gptq_tensors(np.random.default_rng(7), 64, 256, 64, False)
+    root = save(tmp_path / "m", tensors, {"model_type": "llama", "quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": 64}})
+    code = ("import scalefix.auto, mlx.core as mx, scalefix, sys\n"
+            f"p = {str(root / 'model.safetensors')!r}\n"
+            "a = mx.load(p); b = mx.load(p)\n"
+            "print(sorted(a), scalefix.status()[0]['files']['unfixed'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("] ")[1].strip() == "1"
+    assert "'l.qweight'" in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if "gptq-int4-group64" in ln]
+    assert len(lines) == 1 and "not decoded at load time" in lines[0]
+    strict = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**__import__("os").environ, "SCALEFIX_STRICT": "1"})
+    assert strict.returncode != 0 and "UnfixedCheckpointError" in strict.stderr

@@ -149,10 +149,15 @@ def _verdict(path: Path, result: Classification, findings: list[Finding]) -> dic
                        "# redo the conversion from the FP8 source, with scales"}
     if result.quantized:
         schemes = ", ".join(sorted({q.scheme for q in result.quantized.values()}))
+        integer = any(q.codec == "int" for q in result.quantized.values())
         return {"status": "quantized", "ok": False,
                 "message": f"{len(result.quantized)} weight(s) are quantized ({schemes}) with "
                            "separate scales: loaders that ignore the scales (mx.load, "
                            "safetensors, converters) silently produce garbage."
+                           + (" Integer codes are packed into int32 words with group scales "
+                              "(and zero points): only a loader that knows this exact layout "
+                              "decodes them; `scalefix rewrite` writes exact BF16 that any "
+                              "loader reads." if integer else "")
                            + (" Also: " + "; ".join(f.code for f in problems) if problems else ""),
                 "fix": f"scalefix rewrite {quoted}"}
     if problems:

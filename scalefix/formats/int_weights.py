@@ -271,12 +271,14 @@ def _gptq_awq(qweight, scales, qzeros, g_idx, prefs) -> IntWeight:
             raise NotThisFamily(f"qzeros {qzeros.name!r} is {qzeros.dtype} "
                                 f"{list(qzeros.shape)}: want I32 {list(want)}")
     shape = (out, in_dim)
-    group = prefs.get("group")
-    group = in_dim if not group or group < 0 else group
-    if -(-in_dim // group) != groups:
+    hint = prefs.get("group")
+    hint = in_dim if hint is not None and hint < 0 else hint  # GPTQ's -1: one group
+    try:
+        geometry = tile(shape, (out, groups), (1, hint) if hint else None)
+    except GeometryError:
         raise NotThisFamily(f"{groups} scale rows for {in_dim} inputs do not fit group size "
-                            f"{group}")
-    geometry = Geometry(shape, (out, groups), (1, group))
+                            f"{hint}") from None
+    group = geometry.block[1]
     if g_idx is not None and (g_idx.dtype not in ("I32", "I64") or g_idx.shape != (in_dim,)):
         raise NotThisFamily(f"g_idx {g_idx.name!r} is {g_idx.dtype} {list(g_idx.shape)}: want "
                             f"one int per input ({in_dim})")

@@ -50,6 +50,15 @@ class FilePlan:
 
     dequantize: dict[str, QuantizedWeight] = field(default_factory=dict)
     drop: set[str] = field(default_factory=set)
+    left: dict[str, str] = field(default_factory=dict)  # not decoded at load time: scheme
+
+    @property
+    def left_reason(self) -> str | None:
+        if not self.left:
+            return None
+        schemes = ", ".join(sorted(set(self.left.values())))
+        return (f"{len(self.left)} integer-coded weight(s) ({schemes}) are not decoded at "
+                "load time yet; `scalefix rewrite` writes them as exact BF16")
 
     @property
     def nothing(self) -> bool:
@@ -88,6 +97,9 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         return plan
 
     used = [q for q in result.quantized.values() if wanted(q, mx_family)]
+    for qw in result.quantized.values():
+        if qw.codec == "int":
+            plan_of(qw.weight).left[qw.name] = qw.scheme
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
         for side in qw.side_tensors:

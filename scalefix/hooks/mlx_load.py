@@ -77,6 +77,8 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
     from .load_policy import plan_for_file
 
     plan = plan_for_file(path)
+    if plan.left:  # said once per file; the rest of the file is still fixed
+        REPORT.cannot_fix(path, plan.left_reason)
     if plan.nothing:
         return None
     raw = read_raw_many(qw.scale for qw in plan.dequantize.values())
