@@ -271,3 +271,37 @@ def test_load_hook_says_once_that_integer_weights_are_left_as_stored(tmp_path):
     strict = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**__import__("os").environ, "SCALEFIX_STRICT": "1"})
     assert strict.returncode != 0 and "UnfixedCheckpointError" in strict.stderr
+
+
+@pytest.mark.parametrize("flavour", ["modelopt", "compressed-tensors"])
+def test_nvfp4_at_load_time_is_the_rewrite_bit_for_bit(tmp_path, flavour):
+    """Under scalefix.auto, mx.load of an NVFP4 file gives the lazy exact BF16 decode, global
+    scale applied, every side tensor consumed."""
+    import subprocess
+    import sys
+    pytest.importorskip("mlx.core")
+    rng = np.random.default_rng(8)
+    codes = torch.from_numpy(rng.integers(0, 16, (32, 64)).astype(np.uint8))
+    packed = (codes[:, 1::2] << 4) | codes[:, 0::2]
+    block = torch.from_numpy(rng.uniform(0.01, 448, (32, 4)).astype(np.float32))
+    block = block.to(torch.float8_e4m3fn)
+    if flavour == "modelopt":
+        tensors = {"l.weight": packed, "l.weight_scale": block,
+                   "l.weight_scale_2": torch.tensor(3.1e-4), "l.input_scale": torch.tensor(1.)}
+    else:
+        tensors = {"l.weight_packed": packed, "l.weight_scale": block,
+                   "l.weight_global_scale": torch.tensor([1234.5])}
+    root = save(tmp_path / "m", tensors)
+    name = "l.weight" if flavour == "modelopt" else "l.weight_packed"
+    _, want = decoded(root, name)
+    code = ("import scalefix.auto, mlx.core as mx, numpy as np, sys\n"
+            f"a = mx.load({str(root / 'model.safetensors')!r})\n"
+            "print(sorted(a)); w = a['l.weight']\n"
+            "print(w.dtype); np.save(sys.argv[1], np.array(w.view(mx.uint16)))\n")
+    out = tmp_path / "w.npy"
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["['l.weight']", "mlx.core.bfloat16"]
+    got = np.load(out)
+    assert np.array_equal(got, want.view(torch.int16).numpy().view(np.uint16))
