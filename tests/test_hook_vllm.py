@@ -72,7 +72,7 @@ def test_upstream_diff_applies_to_vllm_0_27(vllm_python, tmp_path):
                "print(json.dumps(sysconfig.get_paths()['purelib']))")
     (tmp_path / rel).parent.mkdir(parents=True)
     (tmp_path / rel).write_bytes((Path(site) / rel).read_bytes())
-    diff = REPO / "scalefix" / "patches" / "vllm-0.27-marlin-block-scale-name.diff"
+    diff = REPO / "patches" / "vllm-0.26-0.28-marlin-block-scale-name.diff"
     proc = subprocess.run(["git", "apply", str(diff)], cwd=tmp_path, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr

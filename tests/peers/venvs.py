@@ -21,15 +21,27 @@ PEERS: dict[str, tuple[str, ...]] = {
     # vLLM's own code on CPU (pins torch 2.13.0 and compressed-tensors 0.17); wrapt and
     # packaging so scalefix runs there from the source tree (PYTHONPATH)
     "vllm": ("vllm==0.27.0", "wrapt", "packaging"),
+    # the other releases the Marlin diff claims: 0.26.0 pins torch 2.11.0, which exists here
+    # only as PyPI's CUDA build (several GB more than the CPU one; runs on CPU all the same)
+    "vllm-0.26": ("vllm==0.26.0", "wrapt", "packaging"),
+    "vllm-0.28": ("vllm==0.28.0", "wrapt", "packaging"),
     # the mx.load hook on older MLX (scalefix from the source tree, PYTHONPATH): the oldest
     # release with a Linux wheel (refuses F8_E4M3), and one that upcasts F8_E4M3 to BF16
     "mlx-0.21": ("mlx==0.21.1", "numpy", "wrapt", "packaging", "importlib-metadata"),
     "mlx-0.29": ("mlx[cpu]==0.29.4", "numpy", "wrapt", "packaging", "importlib-metadata"),
+    # released mlx-lm WITHOUT scalefix: the upstream diffs in patches/ are proven on a copy of
+    # its site-packages mlx_lm (PYTHONPATH), and patch-install on an app tree that bundles it
+    "mlx-lm-0.32.2": ("mlx[cpu]==0.32.4", "mlx-lm==0.32.2"),
+    # compressed-tensors as it wrote pack-quantized before 2025-04-24 (0.9.4): 32 // bits
+    # codes per int32 word, unpacked int8 zero points, weight_g_idx (actorder "group")
+    "ct-0.9": ("torch==2.13.0", "compressed-tensors==0.9.3", "transformers==4.51.3"),
 }
 # pip commands run after the install (vLLM's torchvision/torchaudio/torchcodec fail to
 # import beside the CPU torch, and vLLM imports them when present)
 AFTER_INSTALL: dict[str, tuple[tuple[str, ...], ...]] = {
     "vllm": (("uninstall", "-y", "torchvision", "torchaudio", "torchcodec"),),
+    "vllm-0.26": (("uninstall", "-y", "torchvision", "torchaudio", "torchcodec"),),
+    "vllm-0.28": (("uninstall", "-y", "torchvision", "torchaudio", "torchcodec"),),
 }
 
 
