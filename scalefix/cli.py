@@ -27,7 +27,7 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
   scalefix rewrite SRC       write a fixed copy (BF16), streaming, atomic
   scalefix verify SRC DST    prove a converted checkpoint matches its quantized source
   scalefix status            what `import scalefix.auto` fixes in this environment
-  scalefix patch-install APP permanent fix of an installed app's jang_tools (vMLX)
+  scalefix patch-install APP permanent fix of an installed app's jang_tools or mlx_lm (vMLX)
   scalefix demo              the whole story on a small generated checkpoint
 """
 
@@ -128,7 +128,7 @@ def _patch_install(args: argparse.Namespace) -> int:
     from .install.patch_install import patch_install
 
     outcomes, notes = patch_install(args.target, dry_run=args.dry_run, revert=args.revert,
-                                    hook=args.hook)
+                                    hook=args.hook, package="mlx-lm" if args.mlx_lm else "jang")
     for outcome in outcomes:
         print(f"{outcome.path}: {outcome.state}" + (f" ({outcome.detail})" if outcome.detail
                                                     else ""))
@@ -274,22 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     install = commands.add_parser(
-        "patch-install", help="fix an installed app's jang_tools on disk (e.g. vMLX.app)",
+        "patch-install", help="fix an installed app's jang_tools or mlx_lm on disk (vMLX.app)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Finds every jang_tools/load_jangtq.py below TARGET and inserts, at the "
                     "start of _patch_quant_config_inplace, a guard that leaves a config with "
                     "per-module quantization overrides untouched (the bug that makes vMLX load "
                     "zero experts). Located by parsing the source; a file whose function is "
                     "missing or has an unknown shape is reported and left alone. The original "
-                    "is kept next to the file; --revert restores it byte for byte.",
+                    "is kept next to the file; --revert restores it byte for byte. With "
+                    "--mlx-lm it patches the app's own mlx_lm instead, with the shipped "
+                    "upstream diffs (patches/mlx_lm-0.32.2-*.diff).",
         epilog="examples:\n"
                "  scalefix patch-install /Applications/vMLX.app --dry-run   # show the diff\n"
                "  scalefix patch-install /Applications/vMLX.app\n"
                "  scalefix patch-install /Applications/vMLX.app --revert\n"
                "  scalefix patch-install ~/venvs/app/bin/python --hook      # + import scalefix.auto"
                " at start-up\n"
-               "Exit 2 on refusal: TARGET missing, read-only install, unrecognised function, a "
-               "file changed since it was patched (--revert).")
+               "  scalefix patch-install /Applications/vMLX.app --mlx-lm --dry-run\n"
+               "Exit 2 on refusal: TARGET missing, read-only install, unrecognised function, an "
+               "mlx_lm file that is not 0.32.2's, a file changed since it was patched "
+               "(--revert).")
     install.add_argument("target", metavar="TARGET",
                          help="app bundle, site-packages directory, or Python executable")
     install.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
@@ -297,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--hook", action="store_true",
                          help="also add scalefix.pth to that interpreter (scalefix must be "
                               "installed there)")
+    install.add_argument("--mlx-lm", action="store_true",
+                         help="patch the app's own mlx_lm (0.32.2 exactly; give it with --revert "
+                              "too) instead of jang_tools: "
+                              "FP8 checkpoints of every model type, with weight_scale or "
+                              "weight_scale_inv and an fp8 or compressed-tensors config, then "
+                              "load as BF16 (the same bits as `scalefix rewrite`), and convert "
+                              "keeps no stale FP8 quantization_config; no scalefix needed at "
+                              "run time")
     install.set_defaults(run=_patch_install)
 
     demo = commands.add_parser(

@@ -21,12 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-import numpy as np
-
 from ..errors import ScalefixError
 from .geometry import Geometry, GeometryError, tile
 from .header import TensorInfo
-from .tensor_data import read_raw_many
+
+# numpy and the tensor reader are imported where data is read: ``import scalefix.formats``
+# stays light (test_cli), and most bundles hold no integer weights.
 
 FLOAT_SCALES = {"F32": "f32", "BF16": "bf16", "F16": "f16"}
 # (family, weight suffix, scale suffix, zero suffix, g_idx suffix, shape suffix)
@@ -103,9 +103,7 @@ def claim(tensors: dict[str, TensorInfo], roles: dict[str, str], qconfig) -> tup
     bad: dict[str, str] = {}
     shape_tensors = [tensors[n] for n in tensors if n.endswith(".weight_shape")
                      and tensors[n].dtype in ("I64", "I32") and tensors[n].numel <= 8]
-    shapes = {n: tuple(int(v) for v in raw.view(
-        np.int64 if tensors[n].dtype == "I64" else np.int32))
-        for n, raw in read_raw_many(shape_tensors).items()} if shape_tensors else {}
+    shapes = _read_ints(shape_tensors) if shape_tensors else {}
     for name, info in tensors.items():
         if info.dtype == "I32" and name.endswith(".weight_packed"):
             suffixes = CT_PACKED
@@ -146,10 +144,23 @@ def claim(tensors: dict[str, TensorInfo], roles: dict[str, str], qconfig) -> tup
 def _read_g_idx(found: dict[str, IntWeight]) -> None:
     """Whether each g_idx is the trivial ``i // group`` (act-order is data, not a header)."""
     with_g = [w for w in found.values() if w.g_idx is not None]
-    raw = read_raw_many(w.g_idx for w in with_g) if with_g else {}
+    values = _read_ints([w.g_idx for w in with_g], as_tuple=False) if with_g else {}
     for w in with_g:
-        values = raw[w.g_idx.name].view(np.int64 if w.g_idx.dtype == "I64" else np.int32)
-        found[w.name] = replace(w, trivial_g_idx=validate_g_idx(w, values))
+        found[w.name] = replace(w, trivial_g_idx=validate_g_idx(w, values[w.g_idx.name]))
+
+
+def _read_ints(infos, as_tuple: bool = True) -> dict:
+    """name -> the values of small integer tensors (one open per file)."""
+    import numpy as np
+
+    from .tensor_data import read_raw_many
+
+    dtypes = {i.name: {"I64": np.int64, "I32": np.int32}[i.dtype] for i in infos}
+    out = {}
+    for name, raw in read_raw_many(infos).items():
+        values = raw.view(dtypes[name])
+        out[name] = tuple(int(v) for v in values) if as_tuple else values
+    return out
 
 
 def _config_prefs(qconfig) -> dict:
@@ -294,11 +305,12 @@ def _output_name(weight_key: str) -> str:
     return weight_key
 
 
-def validate_g_idx(w: IntWeight, g_idx: np.ndarray) -> bool:
+def validate_g_idx(w: IntWeight, g_idx) -> bool:
     """True when ``g_idx`` is the trivial ``i // group`` (the codes are in input order);
     raises for an index outside the scale's groups."""
     groups = w.geometry.scale_shape[-1]
     if g_idx.size and (g_idx.min() < 0 or g_idx.max() >= groups):
         raise ScalefixError(f"g_idx holds group {int(g_idx.max())} (or a negative one); the "
                             f"scale has {groups} groups", file=w.g_idx.file, tensor=w.g_idx.name)
+    import numpy as np
     return bool(np.array_equal(g_idx, np.arange(g_idx.size) // w.group))

@@ -1,9 +1,12 @@
-"""``scalefix patch-install TARGET``: fix an installed app's copy of jang_tools on disk.
+"""``scalefix patch-install TARGET``: fix an installed app's copy of jang_tools (default) or
+of mlx_lm (``--mlx-lm``) on disk; what each target changes lives in ``targets``.
 
-Safe by construction: the original is kept next to the file (same permissions), the new
-source must compile before it replaces the file (atomic rename), files outside TARGET are
-never touched, a second run says "already patched", and ``--revert`` restores the original
-byte for byte, refusing when the file changed since scalefix patched it.
+Safe by construction: every file is planned before any is written (one that does not match
+refuses the whole run), the original is kept next to the file (same permissions), the new
+source must compile before it replaces the file (atomic rename), a failure puts back the
+files already patched in that run, files outside TARGET are never touched, a second run says
+"already patched", and ``--revert`` restores the originals byte for byte, refusing when a
+file changed since scalefix patched it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from pathlib import Path
 
 from ..errors import ScalefixError
 from ..formats.jsonio import read_json
-from . import jang_guard
+from .targets import TARGETS, Plan
 
-RELATIVE = Path("jang_tools") / "load_jangtq.py"
 BACKUP_SUFFIX = ".scalefix-orig"
 RECORD_SUFFIX = ".scalefix.json"
 PTH_NAME = "scalefix.pth"
@@ -63,20 +65,6 @@ def search_root(target: Path) -> tuple[Path, Path | None]:
                         "executable", file=target)
 
 
-def find_files(root: Path) -> list[Path]:
-    """Every jang_tools/load_jangtq.py below ``root``, without leaving it through links."""
-    found = []
-    real_root = root.resolve()
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
-        if here.name == "jang_tools" and "load_jangtq.py" in files:
-            path = here / "load_jangtq.py"
-            if not path.is_symlink() and real_root in path.resolve().parents:
-                found.append(path)
-    return sorted(found)
-
-
 def _writable(path: Path) -> None:
     mode = path.stat().st_mode
     if not (mode & stat.S_IWUSR) or not os.access(path, os.W_OK) or \
@@ -85,34 +73,40 @@ def _writable(path: Path) -> None:
                             "app, or with sudo, or make it writable first)", file=path)
 
 
-def _diff(path: Path, old: str, new: str) -> str:
+def _diff(label: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(keepends=True),
                                         new.splitlines(keepends=True),
-                                        f"a/{RELATIVE}", f"b/{RELATIVE}"))
+                                        f"a/{label}", f"b/{label}"))
 
 
-def patch_file(path: Path, dry_run: bool) -> Outcome:
+def _plan(target, path: Path, label: str) -> tuple[bytes, Plan]:
+    if not path.is_file():
+        raise ScalefixError(f"missing: the {target.name} files scalefix patches are not all "
+                            "here (another version?): left alone", file=path)
     original = path.read_bytes()
-    source = original.decode("utf-8")
     try:
-        verdict = jang_guard.examine(source)
-    except jang_guard.Unrecognised as exc:
-        raise ScalefixError(f"{exc}: left alone", file=path) from None
-    except SyntaxError as exc:
-        raise ScalefixError(f"does not parse ({exc.msg}): left alone", file=path) from None
-    if verdict.state == "absent":
-        return Outcome(path, "nothing to patch",
-                       f"function {jang_guard.FUNCTION} not present: nothing to patch")
-    if verdict.state == "patched":
+        source = original.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScalefixError("not UTF-8 text: left alone", file=path) from None
+    return original, target.plan(path, label, source)
+
+
+def _outcome(path: Path, label: str, original: bytes, plan: Plan, dry_run: bool) -> Outcome:
+    if plan.state == "absent":
+        return Outcome(path, "nothing to patch", plan.detail)
+    if plan.state == "patched":
         return Outcome(path, "already patched")
-    diff = _diff(path, source, verdict.new_source)
-    if dry_run:
-        return Outcome(path, "would patch", diff=diff)
+    return Outcome(path, "would patch" if dry_run else "patched", plan.detail,
+                   _diff(label, original.decode("utf-8"), plan.new_source))
+
+
+def patch_file(path: Path, original: bytes, new_source: str) -> str:
+    """Replace ``path`` by ``new_source``, keeping the original; the backup's name."""
     _writable(path)
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     record = path.with_name(path.name + RECORD_SUFFIX)
     tmp = path.with_name(f".{path.name}.scalefix-tmp")
-    new_bytes = verdict.new_source.encode("utf-8")
+    new_bytes = new_source.encode("utf-8")
     try:
         _write_like(backup, original, path)
         _write_like(tmp, new_bytes, path)
@@ -131,7 +125,7 @@ def patch_file(path: Path, dry_run: bool) -> Outcome:
                             file=path) from None
     finally:
         Path(str(tmp) + "c").unlink(missing_ok=True)
-    return Outcome(path, "patched", f"original kept as {backup.name}", diff)
+    return backup.name
 
 
 def _write_like(path: Path, data: bytes, like: Path) -> None:
@@ -143,22 +137,29 @@ def _write_like(path: Path, data: bytes, like: Path) -> None:
     os.chmod(path, stat.S_IMODE(like.stat().st_mode))
 
 
-def revert_file(path: Path) -> Outcome:
+def _revert_check(path: Path) -> bool:
+    """True when ``path`` carries scalefix's patch and may be reverted; refuses an edit."""
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     record = path.with_name(path.name + RECORD_SUFFIX)
     if not backup.is_file() or not record.is_file():
-        return Outcome(path, "not patched by scalefix", "nothing to revert")
+        return False
     doc = read_json(record, "patch record")
     expected = doc.get("patched_sha256") if isinstance(doc, dict) else None
     if not isinstance(expected, str):
         raise ScalefixError("patch record has no patched_sha256: not written by scalefix?",
                             file=record)
-    if _sha(path.read_bytes()) != expected:
+    if not path.is_file() or _sha(path.read_bytes()) != expected:
         raise ScalefixError(f"modified since scalefix patched it: revert would clobber those "
                             f"changes (the original is in {backup.name})", file=path)
     _writable(path)
-    os.replace(backup, path)
-    record.unlink()
+    return True
+
+
+def revert_file(path: Path) -> Outcome:
+    if not _revert_check(path):
+        return Outcome(path, "not patched by scalefix", "nothing to revert")
+    os.replace(path.with_name(path.name + BACKUP_SUFFIX), path)
+    path.with_name(path.name + RECORD_SUFFIX).unlink()
     return Outcome(path, "reverted", "original restored byte for byte")
 
 
@@ -184,11 +185,48 @@ def install_hook(python: Path | None, roots: list[Path]) -> str:
 
 
 def patch_install(target: str | os.PathLike, *, dry_run: bool = False, revert: bool = False,
-                  hook: bool = False) -> tuple[list[Outcome], list[str]]:
+                  hook: bool = False, package: str = "jang") -> tuple[list[Outcome], list[str]]:
+    """Patch (or revert) ``package``'s files (a key of ``targets.TARGETS``) below TARGET."""
+    spec = TARGETS[package]
     root, python = search_root(Path(target))
-    files = find_files(root)
-    outcomes = [revert_file(f) if revert else patch_file(f, dry_run) for f in files]
-    notes = [] if files else [f"no {RELATIVE} below {root}: nothing to patch"]
+    found = spec.find(root)
+    if revert:
+        outcomes = _revert_all([path for path, _ in found])
+    else:
+        planned = [(path, label, *_plan(spec, path, label)) for path, label in found]
+        outcomes = [_outcome(path, label, original, plan, dry_run)
+                    for path, label, original, plan in planned]
+        if not dry_run:
+            _write_all([(path, original, plan) for path, _, original, plan in planned
+                        if plan.state == "unpatched"], outcomes)
+    notes = [] if found else [spec.none_found(root)]
     if hook and not dry_run and not revert:
-        notes.append(install_hook(python, sorted({f.parent.parent for f in files})))
+        sites = {path.parents[len(Path(label).parts) - 1] for path, label in found}
+        notes.append(install_hook(python, sorted(sites)))
     return outcomes, notes
+
+
+def _write_all(writes: list[tuple[Path, bytes, Plan]], outcomes: list[Outcome]) -> None:
+    """Patch every file or none: a failure puts back the ones this run already patched."""
+    done: list[Path] = []
+    by_path = {outcome.path: outcome for outcome in outcomes}
+    for path, _, _ in writes:
+        _writable(path)
+    try:
+        for path, original, plan in writes:
+            backup = patch_file(path, original, plan.new_source)
+            done.append(path)
+            outcome = by_path[path]
+            outcome.detail = f"original kept as {backup}" + (
+                f"; {outcome.detail}" if outcome.detail else "")
+    except ScalefixError:
+        for path in reversed(done):
+            revert_file(path)
+        raise
+
+
+def _revert_all(paths: list[Path]) -> list[Outcome]:
+    """Check every file before restoring any, so a refusal leaves all of them patched."""
+    for path in paths:
+        _revert_check(path)
+    return [revert_file(path) for path in paths]
