@@ -71,16 +71,28 @@ def _rewrite(args: argparse.Namespace) -> int:
     from .rewrite.run import Options, render_summary, rewrite, summary_json
 
     affine = None
-    if args.to == "mlx-affine":
+    if args.to in ("mlx", "mlx-affine"):
         if args.rename_scales:
-            raise ScalefixError("--to mlx-affine and --rename-scales exclude each other")
+            raise ScalefixError(f"--to {args.to} and --rename-scales exclude each other")
         import importlib.util
         if importlib.util.find_spec("mlx") is None:
-            raise ScalefixError("--to mlx-affine needs MLX: pip install 'scalefix[mlx]'")
+            raise ScalefixError(f"--to {args.to} needs MLX: pip install 'scalefix[mlx]'")
         from .rewrite.mlx_affine import AffineSpec
-        affine = AffineSpec(args.bits or 4, args.group_size or 32, args.include_fp8)
-    elif args.include_fp8 or args.bits is not None or args.group_size is not None:
-        raise ScalefixError("--bits, --group-size and --include-fp8 go with --to mlx-affine")
+        if args.to == "mlx":
+            if args.bits is not None or args.include_fp8:
+                raise ScalefixError("--to mlx takes --requantize BITS (for modules without a "
+                                    "lossless native form), not --bits / --include-fp8")
+            affine = AffineSpec(args.requantize or 4, args.group_size or 32, native=True,
+                                requantize=args.requantize is not None,
+                                bf16_biases=args.bf16_biases)
+        else:
+            if args.requantize is not None or args.bf16_biases:
+                raise ScalefixError("--requantize and --bf16-biases go with --to mlx")
+            affine = AffineSpec(args.bits or 4, args.group_size or 32, args.include_fp8)
+    elif (args.include_fp8 or args.bits is not None or args.group_size is not None
+          or args.requantize is not None or args.bf16_biases):
+        raise ScalefixError("--bits, --group-size, --include-fp8 go with --to mlx-affine; "
+                            "--requantize, --bf16-biases with --to mlx")
     options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
                       workers=args.workers, resume=args.resume, dry_run=args.dry_run,
                       quiet=args.quiet or args.json, rename_scales=args.rename_scales,
@@ -198,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  scalefix rewrite SRC --rename-scales weight_scale_inv   # FP8 kept, for vLLM < 0.29\n"
                "  scalefix rewrite DeepSeek-V4-Flash --to mlx-affine --bits 4 --group-size 32\n"
                "                                                   # FP4 experts -> MLX 4-bit affine\n"
+               "  scalefix rewrite RedHatAI/Qwen3-8B-quantized.w4a16 --to mlx\n"
+               "                                                   # INT4 -> MLX affine, codes kept\n"
                "then: scalefix verify SRC DST")
     rewrite.add_argument("src", metavar="SRC",
                          help="file, shard directory, index.json, or cached hub id org/name[@rev]")
@@ -216,8 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep FP8; only rename the scale tensors (data copied, not decoded)"
                               " and adapt quantization_config: weight_scale_inv is what vLLM < "
                               "0.29's FP8 Marlin path and quant_method fp8 expect")
-    rewrite.add_argument("--to", choices=("dequant", "mlx-affine"), default="dequant",
+    rewrite.add_argument("--to", choices=("dequant", "mlx", "mlx-affine"), default="dequant",
                          help="dequant (default): every quantized weight to --dtype. "
+                              "mlx: an MLX bundle mlx-lm loads natively, each module in its "
+                              "lossless native MLX form (compressed-tensors / GPTQ / AWQ ints "
+                              "-> affine with the same codes, MXFP4 -> mxfp4 with the bytes "
+                              "copied, FP8 with E8M0 block scales -> mxfp8); a module without "
+                              "one (FP8 with float scales, act-order GPTQ, NVFP4, widths MLX "
+                              "groups cannot split) becomes exact BF16, or is re-quantized "
+                              "with --requantize BITS; the summary counts each kind. "
                               "mlx-affine: an MLX bundle for mlx-lm; FP4 weights (DeepSeek-V4 "
                               "experts, gpt-oss MXFP4) are decoded exactly and re-quantized with "
                               "MLX's own mx.quantize (never by copying codes, never with "
@@ -231,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "carry one scale per 32 values, a larger group loses precision)")
     rewrite.add_argument("--include-fp8", action="store_true",
                          help="mlx-affine: re-quantize FP8 weights too (default: BF16)")
+    rewrite.add_argument("--requantize", type=int, default=None, metavar="BITS",
+                         help="mlx: re-quantize modules that have no lossless native form with "
+                              "mx.quantize at BITS (affine, --group-size; SQNR reported) "
+                              "instead of writing them as exact BF16")
+    rewrite.add_argument("--bf16-biases", action="store_true",
+                         help="mlx: store the scales and biases of zero-point integer modules "
+                              "(GPTQ, AWQ, asymmetric compressed-tensors) in BF16 instead of "
+                              "float32: MLX then computes those layers in BF16 (faster, half "
+                              "the scale memory) at the cost of exactness; the SQNR is reported")
     rewrite.add_argument("--resume", action="store_true",
                          help="reuse the finished shards of an interrupted run (checked first)")
     rewrite.add_argument("--dry-run", action="store_true", help="plan only; write nothing")

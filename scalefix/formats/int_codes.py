@@ -137,3 +137,25 @@ def check_stored_size(w: IntWeight) -> None:
         raise ScalefixError(f"stored size {w.weight.nbytes} bytes does not match "
                             f"{w.weight.dtype} {list(w.weight.shape)}", file=w.weight.file,
                             tensor=w.name)
+
+
+def canonical(w: IntWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The weight as format-neutral integers, for re-encoding (``--to mlx``): unsigned codes
+    uint8 ``[*lead, out, in]``, scale float32 ``[*lead, out, G]``, zero point int32 of the
+    scale's shape or None for the symmetric ``2^(b-1)``. Signed int8 codes are shifted into
+    the unsigned range with their zero point, which leaves ``q - z`` unchanged."""
+    side = load_side(w)
+    codes = codes_all(w, read_raw(w.weight))
+    shift = 128 if w.layout == "int8" else 0
+    if shift:
+        codes = (codes.astype(np.int16) + shift).astype(np.uint8)
+    groups = w.geometry.scale_shape[-1]
+    shape = tuple(w.shape[:-1]) + (groups,)
+    scale = np.broadcast_to(side.scale, (codes.shape[0], groups)).reshape(shape)
+    if isinstance(side.zero, np.ndarray):
+        zero = (side.zero + shift).astype(np.int32).reshape(shape)
+    elif side.zero + shift == 1 << (w.bits - 1):
+        zero = None
+    else:
+        zero = np.full(shape, side.zero + shift, np.int32)
+    return codes.reshape(w.shape), np.ascontiguousarray(scale), zero

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import ScalefixError
+
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -61,5 +63,9 @@ def layout_for(config: dict | None) -> Layout:
         return Layout(f"mlx-lm {model_type}", _identity)
     # MLX modules are lazy: building the model allocates nothing until evaluated; sanitize
     # may read the model's arguments (e.g. the number of experts).
-    model = model_class(args_class.from_dict(dict(config)))
+    try:
+        model = model_class(args_class.from_dict(dict(config)))
+    except (TypeError, KeyError, ValueError) as exc:  # a config mlx-lm cannot build from
+        raise ScalefixError(f"mlx-lm cannot build its {model_type!r} model from config.json "
+                            f"({exc}): an MLX bundle needs a config mlx-lm loads") from None
     return Layout(f"mlx-lm {model_type}", model.sanitize)

@@ -1,5 +1,6 @@
 """The non-tensor files of a rewritten bundle: config.json without the stale quantization
-config and with the new dtype, hf_quant_config.json dropped, everything else copied."""
+config and with the new dtype, hf_quant_config.json (and GPTQ/auto-round quantize_config.json /
+quantization_config.json) dropped, everything else copied."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from ..formats.bundle import Bundle
 from ..formats.config import without_quantization_config
 
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
-NOT_COPIED = {"config.json", "hf_quant_config.json"}
+# quantization side files: ModelOpt's, AutoGPTQ's and auto-round's (they describe codes the
+# output no longer has)
+NOT_COPIED = {"config.json", "hf_quant_config.json", "quantize_config.json",
+              "quantization_config.json"}
 
 
 def rewritten_config(config: dict, out_dtype: str) -> dict:

@@ -36,9 +36,26 @@ GROUP_SIZES = (32, 64, 128)
 
 @dataclass(frozen=True)
 class AffineSpec:
+    """``--to mlx-affine``: re-quantize FP4 (and FP8 with ``include_fp8``). ``--to mlx``
+    (``native``): each module's lossless native form, else exact BF16, else (``requantize``)
+    ``mx.quantize`` at ``bits`` / ``group_size``."""
+
     bits: int = 4
     group_size: int = 32
     include_fp8: bool = False
+    native: bool = False
+    requantize: bool = True
+    bf16_biases: bool = False
+
+    def kind(self, qw) -> tuple[str, object]:
+        """("native" | "requantize" | "dequant", the native choice or why there is none)."""
+        if not self.native:
+            return ("requantize" if self.selects(qw) else "dequant"), None
+        from ..mlx.native_plan import NativeChoice, choose
+        choice = choose(qw, self.bf16_biases)
+        if isinstance(choice, NativeChoice):
+            return "native", choice
+        return ("requantize" if self.requantize else "dequant"), choice
 
     def validate(self) -> None:
         if self.bits not in BITS:
@@ -62,8 +79,10 @@ class Source:
 
     name: str
     info: TensorInfo
-    kind: str                       # "requantize" | "dequant" | "cast" | "copy"
+    kind: str                       # "native" | "requantize" | "dequant" | "cast" | "copy"
     qw: QuantizedWeight | None = None
+    part: str = ""                  # native: "weight" | "scales" | "biases"
+    choice: object = None           # native: its NativeChoice
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,8 @@ class AffinePlan:
     shards: list[OutShard]
     modules: list[str]                               # re-quantized MLX module paths
     kept_bf16: list[str] = field(default_factory=list)  # FP8 whose input dim fits no group
+    native: dict[str, dict] = field(default_factory=dict)  # MLX module -> its native params
+    not_native: dict[str, str] = field(default_factory=dict)  # weight -> why (--to mlx)
     dropped: dict[str, str] = field(default_factory=dict)
     config_changes: list[str] = field(default_factory=list)
 
@@ -107,8 +128,10 @@ class AffinePlan:
     def counts(self) -> dict:
         by_kind = defaultdict(Counter)
         for s in self.sources:
-            by_kind[s.kind][s.qw.scheme if s.qw else ""] += 1
-        return {"requantized": dict(by_kind["requantize"]),
+            if s.kind != "native" or s.part == "weight":
+                by_kind[s.kind][s.qw.scheme if s.qw else ""] += 1
+        return {"native": dict(by_kind["native"]),
+                "requantized": dict(by_kind["requantize"]),
                 "dequantized": dict(by_kind["dequant"]),
                 "cast_without_scale": sum(by_kind["cast"].values()),
                 "renamed": 0,
@@ -117,7 +140,8 @@ class AffinePlan:
 
     def shard_fingerprint(self, shard: OutShard) -> str:
         files = sorted({s.info.file for s in self.sources})
-        doc = json.dumps([shard.filename, self.spec.params, self.layout.name,
+        doc = json.dumps([shard.filename, self.spec.params, self.spec.native,
+                          self.spec.requantize, self.spec.bf16_biases, self.layout.name,
                           [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
         return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
 
@@ -128,7 +152,8 @@ def module_weight_name(qw: QuantizedWeight) -> str:
     return name if name.endswith(".weight") else f"{name}.weight"
 
 
-def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> list[Source]:
+def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict,
+             not_native: dict) -> list[Source]:
     bundle = result.bundle
     order = {path: i for i, path in enumerate(bundle.headers)}
     sources = []
@@ -140,7 +165,14 @@ def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> li
             continue
         if role == "quantized":
             qw = result.quantized[name]
-            kind = "requantize" if spec.selects(qw) else "dequant"
+            kind, choice = spec.kind(qw)
+            if kind == "native":
+                module = module_weight_name(qw)[: -len(".weight")]
+                sources += [Source(f"{module}.{part}", info, kind, qw, part, choice)
+                            for part in choice.parts]
+                continue
+            if isinstance(choice, str):
+                not_native[name] = choice
             source = Source(module_weight_name(qw) if kind == "requantize" else qw.output_name,
                             info, kind, qw)
         elif role == "fp8_without_scale":
@@ -159,22 +191,27 @@ def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict) -> li
 
 
 def output_shape(source: Source) -> tuple[int, ...]:
+    if source.kind == "native":
+        return source.choice.parts[source.part][1]
     return tuple(source.qw.shape if source.qw else source.info.shape)
 
 
 def output_dtype(mx, source: Source):
     """The MLX dtype ``source`` is handed to sanitize as (decoded weights: bfloat16)."""
     from ..mlx.arrays import mx_dtype
+    if source.kind == "native":
+        return mx_dtype(source.choice.parts[source.part][0])
     return mx.bfloat16 if source.kind != "copy" else mx_dtype(source.info.dtype)
 
 
-def _tagged_placeholder(mx, source: Source):
+def _tagged_placeholder(mx, source: Source, spec: AffineSpec):
     """A lazy array (nothing allocated) with the source's output shape. Weights to
     re-quantize are tagged by a dtype no checkpoint tensor is handed as: float64 for FP4
     (must be re-quantized), complex64 for FP8 under --include-fp8 (BF16 where the group
     does not fit)."""
     if source.kind == "requantize":
-        tag = mx.float64 if source.qw.codec == "e2m1" else mx.complex64
+        # --to mlx re-quantizes where it can and keeps BF16 where the group does not fit
+        tag = mx.float64 if source.qw.codec == "e2m1" and not spec.native else mx.complex64
         return mx.zeros(output_shape(source), dtype=tag)
     return mx.zeros(output_shape(source), dtype=output_dtype(mx, source))
 
@@ -183,9 +220,9 @@ def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
     """The outputs of a lazy sanitize pass over the whole checkpoint, in order; the
     re-quantized modules; the FP8 weights kept BF16 because their input dim fits no group."""
     from ..mlx.arrays import safetensors_dtype
-    placeholders = {s.name: _tagged_placeholder(mx, s) for s in sources}
+    placeholders = {s.name: _tagged_placeholder(mx, s, spec) for s in sources}
     outputs, modules, kept = [], [], []
-    for name, array in layout.sanitize(placeholders).items():
+    for name, array in sanitize_parts(layout, placeholders, sources).items():
         if array.dtype not in (mx.float64, mx.complex64):
             outputs.append(Output(Entry(name, safetensors_dtype(array), tuple(array.shape)),
                                   name, "plain"))
@@ -212,6 +249,66 @@ def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
     return outputs, modules, kept
 
 
+def sanitize_parts(layout: Layout, arrays: dict, sources: list[Source]) -> dict:
+    """mlx-lm's sanitize for the model type, with native modules' parts: each part (codes,
+    scales, biases) goes through its own lazy sanitize pass in the weight's place, so it is
+    renamed, split and stacked exactly as the weight would be (sanitizers written for a
+    published checkpoint know ``<m>.weight``, not ``<m>.scales``), then renamed back."""
+    native = [s for s in sources if s.kind == "native" and s.name in arrays]
+    if not native:
+        return layout.sanitize(arrays)
+    by_part: dict[str, dict] = defaultdict(dict)
+    for s in native:
+        by_part[s.part][module_weight_name(s.qw)] = arrays[s.name]
+    names = {s.name for s in native}
+    base = {k: v for k, v in arrays.items() if k not in names}
+    out = layout.sanitize({**base, **by_part.pop("weight", {})})
+    codes = [k for k, v in out.items() if k.endswith(".weight") and v.dtype == _U32()]
+    for part, holders in by_part.items():
+        placed = layout.sanitize({**base, **holders})
+        for key in codes:
+            if key in placed and placed[key].dtype != _U32():
+                out[f"{key[: -len('.weight')]}.{part}"] = placed[key]
+    return out
+
+
+def _U32():
+    import mlx.core as mx
+    return mx.uint32
+
+
+def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str, dict]:
+    """MLX module path -> {group_size, bits, mode} of every native module after sanitize
+    (which may rename and stack them): read off the stored shapes against the logical input
+    width from a second lazy pass, the way mlx-lm itself infers them."""
+    if not any(s.kind == "native" for s in sources):
+        return {}
+    logical = {}
+    for s in sources:
+        if s.kind == "native":
+            if s.part == "weight":
+                logical[s.name] = mx.zeros(s.choice.shape, dtype=mx.bfloat16)
+        else:
+            logical[s.name] = _tagged_placeholder(mx, s, spec)
+    widths = {name: array.shape[-1] for name, array in layout.sanitize(logical).items()}
+    entries = {o.entry.name: o.entry for o in outputs}
+    done = set(requantized)
+    found = {}
+    for name, entry in entries.items():
+        module = name[: -len(".scales")] if name.endswith(".scales") else None
+        weight = entries.get(f"{module}.weight") if module else None
+        if module is None or module in done or weight is None or weight.dtype != "U32":
+            continue
+        cols = widths.get(f"{module}.weight")
+        if not cols:
+            raise ScalefixError(f"{layout.name}'s sanitize gives native module {module!r} "
+                                "no logical weight: not supported", tensor=name)
+        bits, group = weight.shape[-1] * 32 // cols, cols // entry.shape[-1]
+        mode = "affine" if entry.dtype != "U8" else {4: "mxfp4", 8: "mxfp8"}[bits]
+        found[module] = {"group_size": group, "bits": bits, "mode": mode}
+    return found
+
+
 def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
                       max_shard_bytes: int, base: str) -> AffinePlan:
     import mlx.core as mx
@@ -223,15 +320,17 @@ def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
         raise ScalefixError(f"cannot decode: {result.reasons[name]}; nothing written",
                             file=result.bundle.tensors[name].file, tensor=name)
     dropped: dict[str, str] = {}
-    sources = _sources(result, spec, dropped)
+    not_native: dict[str, str] = {}
+    sources = _sources(result, spec, dropped, not_native)
     plan = AffinePlan(result, spec, layout, sources, units=[], shards=[], modules=[],
-                      dropped=dropped)
+                      dropped=dropped, not_native=not_native)
     if plan.nothing_to_do:
         return plan
-    if not any(s.kind == "requantize" for s in sources):
+    if not spec.native and not any(s.kind == "requantize" for s in sources):
         raise ScalefixError("no FP4 weights to re-quantize; add --include-fp8 to re-quantize "
                             "the FP8 weights too (or drop --to for a plain BF16 rewrite)")
     outputs, plan.modules, plan.kept_bf16 = _plan_outputs(mx, sources, spec, layout)
+    plan.native = _native_modules(mx, sources, spec, layout, outputs, plan.modules)
     units: dict[tuple, Unit] = {}
     for source in sources:
         units.setdefault(unit_of(source.name), Unit(unit_of(source.name))).sources.append(source)
@@ -257,9 +356,21 @@ def _config_changes(plan: AffinePlan) -> list[str]:
         if isinstance(holder, dict) and "quantization_config" in holder:
             changes.append(f"{where}: quantization_config replaced by MLX quantization")
     changes.append(f"config.json: quantization {{bits {spec.bits}, group_size "
-                   f"{spec.group_size}, mode affine}} + {len(plan.modules)} per-module entries")
+                   f"{spec.group_size}, mode affine}} + "
+                   f"{len(plan.modules) + len(plan.native)} per-module entries")
     if plan.classification.bundle.hf_quant_config is not None:
         changes.append("hf_quant_config.json dropped")
+    if plan.not_native:
+        first = next(iter(plan.not_native.items()))
+        changes.append(f"{len(plan.not_native)} quantized weight(s) have no lossless MLX form "
+                       f"and are {'re-quantized (or BF16 where the group does not fit)' if spec.requantize else 'exact BF16'}"
+                       f", e.g. {first[0]}: {first[1]}")
+    f32 = sorted({s.qw.name for s in plan.sources if s.kind == "native" and s.part == "weight"
+                  and s.choice.scale_dtype == "F32"})
+    if f32:
+        changes.append(f"{len(f32)} native module(s) keep float32 scales and biases (zero "
+                       "points, or scales BF16 cannot hold exactly): MLX returns float32 from "
+                       "those layers; --bf16-biases trades exactness for BF16")
     if plan.kept_bf16:
         changes.append(f"{len(plan.kept_bf16)} FP8 weight(s) kept BF16: input dim not a "
                        f"multiple of {spec.group_size} (e.g. {plan.kept_bf16[0]})")
@@ -277,6 +388,7 @@ def mlx_config(config: dict, plan: AffinePlan) -> dict:
     new = rewritten_config(config, "bf16")
     quantization = dict(plan.spec.params)
     quantization.update({m: dict(plan.spec.params) for m in sorted(plan.modules)})
+    quantization.update({m: dict(params) for m, params in sorted(plan.native.items())})
     new["quantization"] = quantization
     new["quantization_config"] = dict(quantization)
     return new

@@ -20,7 +20,7 @@ from ..formats.tensor_data import read_raw
 from . import staging as stage
 from .config_edit import copy_other_files, write_json
 from .mlx_affine import (AffinePlan, AffineSpec, Source, Unit, mlx_config, output_dtype,
-                         output_shape)
+                         output_shape, sanitize_parts)
 
 
 def _decoded(source: Source):
@@ -34,12 +34,26 @@ def _decoded(source: Source):
     return None
 
 
-def _unit_sources(unit: Unit, pool) -> dict:
-    """The unit's sources as MLX arrays, decoded in the pool."""
+def _unit_sources(plan: AffinePlan, unit: Unit, pool) -> dict:
+    """The unit's sources as MLX arrays, decoded (or encoded to native forms) in the pool."""
+    import mlx.core as mx
+
     from ..mlx.arrays import bf16_array, read_array
-    decoded = pool.map(_decoded, unit.sources)
-    return {s.name: read_array(s.info) if bits is None else bf16_array(bits)
-            for s, bits in zip(unit.sources, decoded)}
+    from ..mlx.native_plan import build
+
+    plain = [s for s in unit.sources if s.kind != "native"]
+    native = {s.qw.name: s for s in unit.sources if s.kind == "native" and s.part == "weight"}
+    decoded = pool.map(_decoded, plain)
+    forms = dict(zip(native, pool.map(
+        lambda s: build(s.qw, s.choice, plan.spec.bf16_biases), native.values())))
+    out = {s.name: read_array(s.info) if bits is None else bf16_array(bits)
+           for s, bits in zip(plain, decoded)}
+    for s in unit.sources:
+        if s.kind == "native":
+            stored = getattr(forms[s.qw.name], s.part)
+            out[s.name] = bf16_array(stored) if s.choice.parts[s.part][0] == "BF16" \
+                else mx.array(stored)
+    return out
 
 
 def standins(plan: AffinePlan) -> dict:
@@ -67,8 +81,8 @@ def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict, pool)
     import mlx.core as mx
 
     arrays = dict(stand_ins)
-    arrays.update(_unit_sources(unit, pool))
-    sanitized = plan.layout.sanitize(arrays)
+    arrays.update(_unit_sources(plan, unit, pool))
+    sanitized = sanitize_parts(plan.layout, arrays, plan.sources)
     del arrays  # sources now live only in sanitize's graph: freed once their output is
     for o in unit.outputs:
         if o.part in ("scales", "biases"):

@@ -45,6 +45,9 @@ class Options:
 
     @property
     def suffix(self) -> str:
+        if self.affine is not None and self.affine.native:
+            return "mlx" + (f"-rq{self.affine.bits}bit-g{self.affine.group_size}"
+                            if self.affine.requantize else "")
         if self.affine is not None:
             return f"mlx-{self.affine.bits}bit-g{self.affine.group_size}"
         return self.rename_scales or self.out_dtype
@@ -293,6 +296,8 @@ def render_summary(summary: Summary) -> str:
         lines.append(f"  disk: needs {human_bytes(summary.disk_needed)}, "
                      f"{human_bytes(summary.disk_free)} free on its filesystem"
                      + (" (not enough: the run would refuse)" if short else ""))
+    for scheme, n in sorted(counts.get("native", {}).items()):
+        lines.append(f"  native {n:9d}  {scheme} -> its lossless MLX form (codes kept)")
     for scheme, n in sorted(counts.get("requantized", {}).items()):
         lines.append(f"  re-quantized {n:3d}  {scheme} -> MLX affine (mx.quantize)")
     for scheme, n in sorted(counts["dequantized"].items()):

@@ -23,6 +23,27 @@ RECIPES = [
     (r"(llama|qwen3)-hf-fp8-hf-bf16", lambda m: ("hf_dequantize_bf16.py", f"{m[1]}-hf-fp8", [])),
     (r"(llama|qwen3)-mfp-fp8-(block|dynamic)-ct-bf16",
      lambda m: ("ct_dequantize_bf16.py", f"{m[1]}-mfp-fp8-{m[2]}", [])),
+    # integer and NVFP4 families (tests/test_int_families.py); a 4th item names the peer venv
+    (r"tiny-ragged-bf16", lambda m: ("make_tiny_ragged.py", None, [])),
+    (r"(llama|qwen3)-ct-(w4a16|w4a16-g32|w4a16-asym|w8a16|w8a16-channel|w8a8|w3a16|nvfp4a16)",
+     lambda m: ("write_ct_int.py", f"tiny-{m[1]}-bf16", [m[2]])),
+    (r"ragged-ct-w8a8", lambda m: ("write_ct_int.py", "tiny-ragged-bf16", ["w8a8"])),
+    (r"(llama|qwen3)-ct-nvfp4", lambda m: ("write_ct_oneshot.py", f"tiny-{m[1]}-bf16", [])),
+    (r"experts3d-ct-(w4a16|w4a16-asym)", lambda m: ("write_ct_experts3d.py", None, [m[1]])),
+    (r"((?:llama|qwen3|ragged)-ct-[a-z0-9-]+|experts3d-ct-[a-z0-9-]+)-ct-bf16",
+     lambda m: ("ct_dequantize_bf16.py", m[1], [])),
+    (r"(llama|qwen3)-ar-(gptq|gptq-asym|awq)", lambda m: (
+        "write_auto_round.py", f"tiny-{m[1]}-bf16",
+        ["auto_awq" if m[2] == "awq" else "auto_gptq",
+         "sym" if m[2] == "gptq" else "asym", "64"])),
+    (r"((?:llama|qwen3)-ar-(gptq|gptq-asym|awq))-ref-bf16",
+     lambda m: ("writer_decode_bf16.py", m[1], ["awq" if m[2] == "awq" else "gptq"])),
+    (r"((?:llama|qwen3)-ct-nvfp4)-ref-bf16",
+     lambda m: ("writer_decode_bf16.py", m[1], ["ct-nvfp4"])),
+    (r"(llama|ragged)-ct09-(w3a16|w5a16|w6a16|w4a16-asym|w4a16-actorder|w4a16-channel|w8a8-naive)",
+     lambda m: ("ct09.py", f"tiny-{m[1]}-bf16", [m[2]], "ct-0.9")),
+    (r"((?:llama|ragged)-ct09-[a-z0-9-]+)-ref-bf16",
+     lambda m: ("ct09.py", m[1], ["decode"], "ct-0.9")),
 ]
 
 
@@ -34,22 +55,27 @@ def _recipe(kind: str):
     raise KeyError(f"unknown artifact kind {kind!r}")
 
 
+def _recipe_with_peer(kind: str):
+    script, base, args, *peer = _recipe(kind)
+    return script, base, args, (peer or ["writers"])[0]
+
+
 def _key(kind: str) -> str:
-    script, base, args = _recipe(kind)
-    parts = [kind, (SCRIPTS / script).read_text(), *args, *PEERS["writers"]]
+    script, base, args, peer = _recipe_with_peer(kind)
+    parts = [kind, (SCRIPTS / script).read_text(), *args, *PEERS[peer]]
     if base:
         parts.append(_key(base))
     return _digest(*parts)
 
 
 def real_writer_artifact(kind: str) -> Path:
-    script, base, args = _recipe(kind)
+    script, base, args, peer = _recipe_with_peer(kind)
     root = cache_root() / "artifacts"
     path = root / f"{kind}-{_key(kind)}"
     if path.is_dir():
         return path
     base_path = real_writer_artifact(base) if base else None
-    python = peer_python("writers")
+    python = peer_python(peer)
     with locked(root / f".{path.name}.lock"):
         if path.is_dir():
             return path

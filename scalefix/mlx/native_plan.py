@@ -1,0 +1,100 @@
+"""Which native MLX form each quantized weight takes in ``rewrite --to mlx``, decided from
+the headers alone (the output is planned before any data is read), and building that form
+from the weight's data (``native_forms`` does the encoding and proves exactness).
+
+A module with no lossless form is written as exact BF16 (or re-quantized on request):
+FP8 with float block scales (DeepSeek-V3, Qwen3-FP8), act-order GPTQ, input widths MLX's
+32/64/128 groups cannot split, and NVFP4, whose global scale no mlx-lm dense layer applies
+(``nvfp4_linear`` holds a prototype that does; until it runs under ``scalefix.auto`` the
+exact answer is BF16, never a silently dropped or folded global scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import ScalefixError
+from ..formats.int_weights import IntWeight
+from .native_forms import AFFINE_BITS, AFFINE_GROUPS
+
+
+@dataclass(frozen=True)
+class NativeChoice:
+    mode: str                 # affine | mxfp4 | mxfp8
+    bits: int
+    group_size: int
+    scale_dtype: str          # BF16 | F32 | U8
+    shape: tuple[int, ...]    # logical [*lead, out, in]
+
+    @property
+    def parts(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """``{suffix: (safetensors dtype, shape)}`` of the module's stored tensors."""
+        lead, cols = self.shape[:-1], self.shape[-1]
+        out = {"weight": ("U32", lead + (cols * self.bits // 32,)),
+               "scales": (self.scale_dtype, lead + (cols // self.group_size,))}
+        if self.mode == "affine":
+            out["biases"] = (self.scale_dtype, lead + (cols // self.group_size,))
+        return out
+
+
+def choose(qw, bf16_biases: bool = False) -> NativeChoice | str:
+    """The lossless native form of ``qw``, or why there is none."""
+    shape = tuple(qw.shape)
+    cols = shape[-1]
+    if isinstance(qw, IntWeight):
+        if not qw.trivial_g_idx:
+            return "act-order g_idx (columns out of group order): no native MLX form"
+        if qw.bits not in AFFINE_BITS:
+            return f"MLX affine has no {qw.bits}-bit mode"
+        target = next((g for g in AFFINE_GROUPS if qw.group % g == 0 and cols % g == 0), None)
+        if target is None:
+            return (f"group {qw.group} over {cols} inputs does not split into MLX's 32/64/128 "
+                    "groups")
+        symmetric_bf16 = qw.zero is None and qw.scale.dtype == "BF16"
+        dtype = "BF16" if symmetric_bf16 or bf16_biases else "F32"
+        return NativeChoice("affine", qw.bits, target, dtype, shape)
+    if qw.scale_codec != "e8m0" or cols % 32:
+        if qw.scale_codec == "e4m3":
+            return ("NVFP4: mlx-lm's dense layers cannot apply the global scale; exact BF16 "
+                    "instead of a folded (lossy) or dropped one")
+        return "float block scales: no lossless MLX form (BF16 is exact)"
+    if qw.codec == "e2m1" and qw.naming != "_blocks/_scales" and \
+            qw.packing in (None, "low-first") and qw.geometry.block == (1, 32):
+        return NativeChoice("mxfp4", 4, 32, "U8", shape)
+    if qw.codec == "e4m3" and qw.geometry.granularity in ("block", "tensor"):
+        bi = qw.geometry.block[1]
+        if bi % 32 == 0 or bi >= cols:
+            return NativeChoice("mxfp8", 8, 32, "U8", shape)
+    return "E8M0 scales in a layout MLX's MX modes do not take"
+
+
+def build(qw, choice: NativeChoice, bf16_biases: bool = False):
+    """The module's ``NativeForm`` from its data, in ``choice``'s dtypes."""
+    from ..formats.dequant import load_scale
+    from ..formats.int_codes import canonical
+    from ..formats.tensor_data import read_raw
+    from .native_forms import affine_form, mxfp4_form, mxfp8_form
+
+    if choice.mode == "affine":
+        codes, scale, zero = canonical(qw)
+        form = affine_form(codes, scale, zero, qw.bits, qw.group, bf16_biases=bf16_biases)
+    elif choice.mode == "mxfp4":
+        lead = choice.shape[:-1]
+        form = mxfp4_form(read_raw(qw.weight).reshape(lead + (choice.shape[-1] // 2,)),
+                          read_raw(qw.scale).reshape(lead + (choice.shape[-1] // 32,)))
+    else:
+        scale = load_scale(qw).reshape(qw.geometry.scale_shape)
+        form = mxfp8_form(read_raw(qw.weight).reshape(choice.shape), scale, qw.geometry.block)
+    if not form:
+        raise ScalefixError(f"internal: planned {choice.mode}, but {form.reason}",
+                            tensor=qw.name)
+    if form.scale_dtype != choice.scale_dtype:
+        if (form.scale_dtype, choice.scale_dtype) != ("BF16", "F32"):
+            raise ScalefixError(f"internal: planned {choice.scale_dtype} scales, the data "
+                                f"need {form.scale_dtype}", tensor=qw.name)
+        widen = lambda bits: (bits.astype(np.uint32) << 16).view(np.float32)  # exact
+        form = replace(form, scales=widen(form.scales), biases=widen(form.biases),
+                       scale_dtype="F32")
+    return form

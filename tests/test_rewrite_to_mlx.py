@@ -1,0 +1,163 @@
+"""``rewrite --to mlx``: each module in its lossless native MLX form, loaded by mlx-lm 0.32.2.
+
+For every native module: mlx-lm builds a quantized layer of the right mode and bits, and
+``mx.dequantize`` of it, computed in float32 and rounded to BF16 once, equals the exact
+decode (the BF16 rewrite) bit for bit. Logits are compared in float32 against a dense model
+whose weights are those float32 dequantizations: MLX's quantized matmul on the CPU
+dequantizes and then runs the dense kernel, so the two are equal (measured: 0.0); the
+tolerance, 1e-5 of the largest logit, only allows float32 accumulation in another order
+(n * 2^-24 for n <= 320 inputs per dot product is ~2e-5 relative, worst case). Against the
+BF16 rewrite itself the float32 logits differ by about 1e-2: the BF16 weights are rounded,
+the native ones are not (that is the point of keeping the codes).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core")
+nn = pytest.importorskip("mlx.nn")
+mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
+
+from mlx.utils import tree_flatten  # noqa: E402
+
+from scalefix.cli import main  # noqa: E402
+
+from .fixtures import dsv4_tiny_model  # noqa: E402
+from .tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
+from .tiny_llama import llama_tiny_fp8  # noqa: E402
+
+IDS = [[1, 5, 9, 13, 2, 7]]  # inside every tiny vocabulary
+
+
+def rewrite(*args) -> int:
+    return main(["rewrite", *map(str, args)])
+
+
+def quantized_modules(model):
+    return {name: m for name, m in model.named_modules() if hasattr(m, "scales")}
+
+
+def f32_dequantized(m):
+    biases = getattr(m, "biases", None)
+    if m.mode == "affine":
+        return mx.dequantize(m.weight, m.scales.astype(mx.float32), biases.astype(mx.float32),
+                             group_size=m.group_size, bits=m.bits, mode="affine")
+    return mx.dequantize(m.weight, m.scales, group_size=m.group_size, bits=m.bits,
+                         mode=m.mode, dtype=mx.float32)
+
+
+def check_native_bundle(native_dir: Path, bf16_dir: Path, expect: dict):
+    """expect: {(layer type, mode, bits, group, scale dtype): count}."""
+    model, config = mlx_lm_utils.load_model(native_dir)
+    dense, _ = mlx_lm_utils.load_model(bf16_dir)
+    exact = dict(tree_flatten(dense.parameters()))
+    found: dict = {}
+    for name, m in quantized_modules(model).items():
+        key = (type(m).__name__, m.mode, m.bits, m.group_size, str(m.scales.dtype).split(".")[-1])
+        found[key] = found.get(key, 0) + 1
+        got = f32_dequantized(m).astype(mx.bfloat16)
+        assert mx.array_equal(got.view(mx.uint16), exact[name + ".weight"].view(mx.uint16)), name
+        entry = config["quantization"].get(name)
+        assert entry and (entry["mode"], entry["bits"], entry["group_size"]) == (
+            m.mode, m.bits, m.group_size), name
+    assert found == expect
+    # logits: the quantized model vs a dense one holding its float32 dequantizations
+    model.set_dtype(mx.float32)
+    dense.set_dtype(mx.float32)
+    dense_weights = dict(tree_flatten(dense.parameters()))
+    replace = [(name + ".weight", f32_dequantized(m)) for name, m in
+               quantized_modules(model).items()]
+    # MX modes dequantize to exact BF16 values already; affine ones to unrounded float32
+    replace = [(k, w) for k, w in replace if not mx.array_equal(w, dense_weights[k])]
+    dense.load_weights(replace, strict=False)
+    got, want = np.array(model(mx.array(IDS))), np.array(dense(mx.array(IDS)))
+    assert np.isfinite(got).all()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    return model, config
+
+
+EXPECT = {"ct-w4-g32": ("affine", 4, 32, "bfloat16"), "ct-w8-channel": ("affine", 8, 64, "bfloat16"),
+          "ct-w4-zp": ("affine", 4, 32, "float32"), "gptq": ("affine", 4, 64, "float32"),
+          "awq": ("affine", 4, 64, "float32")}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_integer_llama_goes_native_and_loads_in_mlx_lm(tmp_path, kind, capsys):
+    src = tiny_int_llama(tmp_path / "src", kind)
+    assert rewrite(src, "--to", "mlx", "--out", tmp_path / "mlx") == 0
+    out = capsys.readouterr().out
+    assert "native        14" in out and "lossless MLX form" in out
+    assert ("keep float32 scales" in out) == (EXPECT[kind][3] == "float32")
+    assert rewrite(src, "--out", tmp_path / "bf16") == 0
+    mode, bits, group, dtype = EXPECT[kind]
+    check_native_bundle(tmp_path / "mlx", tmp_path / "bf16",
+                        {("QuantizedLinear", mode, bits, group, dtype): 14})
+    written = json.loads((tmp_path / "mlx" / "config.json").read_text())
+    assert "quant_method" not in written.get("quantization_config", {})
+
+
+def test_real_writer_w4a16_goes_native(tmp_path, real_writer):
+    """llmcompressor's own W4A16 (compressed-tensors pack-quantized, group 128)."""
+    src = real_writer("llama-ct-w4a16")
+    assert rewrite(src, "--to", "mlx", "--out", tmp_path / "mlx") == 0
+    assert rewrite(src, "--out", tmp_path / "bf16") == 0
+    model, _ = mlx_lm_utils.load_model(tmp_path / "mlx")
+    n = len(quantized_modules(model))
+    assert n > 0
+    check_native_bundle(tmp_path / "mlx", tmp_path / "bf16",
+                        {("QuantizedLinear", "affine", 4, 128, "bfloat16"): n})
+
+
+def test_dsv4_fp8_and_fp4_go_mxfp8_and_mxfp4(tmp_path):
+    """DeepSeek-V4: FP8 + E8M0 block scales -> mxfp8 (codes copied), FP4 experts -> mxfp4
+    (bytes copied), through mlx-lm's deepseek_v41 sanitize (experts stacked)."""
+    fx = dsv4_tiny_model(tmp_path / "src")
+    assert rewrite(fx.path, "--to", "mlx", "--out", tmp_path / "mlx") == 0
+    assert rewrite(fx.path, "--out", tmp_path / "bf16") == 0
+    check_native_bundle(tmp_path / "mlx", tmp_path / "bf16", {
+        ("QuantizedLinear", "mxfp8", 8, 32, "uint8"): 14,
+        ("QuantizedSwitchLinear", "mxfp4", 4, 32, "uint8"): 6,
+        ("QuantizedSwitchLinear", "mxfp8", 8, 32, "uint8"): 2})
+
+
+def test_no_native_form_is_bf16_or_requantized_on_request(tmp_path, capsys):
+    """FP8 with float block scales (weight_scale_inv) has no lossless MLX form: exact BF16 by
+    default, the summary says why; --requantize 4 runs mx.quantize and reports the SQNR."""
+    fx = llama_tiny_fp8(tmp_path / "src")
+    assert rewrite(fx.path, "--to", "mlx", "--out", tmp_path / "mlx") == 0
+    out = capsys.readouterr().out
+    assert "no lossless MLX form and are exact BF16" in out and "float block scales" in out
+    model, _ = mlx_lm_utils.load_model(tmp_path / "mlx")
+    assert not quantized_modules(model)
+    assert rewrite(fx.path, "--to", "mlx", "--requantize", "4", "--group-size", "64",
+                   "--out", tmp_path / "rq") == 0
+    out = capsys.readouterr().out
+    assert "re-quantized" in out and "SQNR" in out
+    model, _ = mlx_lm_utils.load_model(tmp_path / "rq")
+    assert {(m.mode, m.bits, m.group_size) for m in quantized_modules(model).values()} == {
+        ("affine", 4, 64)}
+
+
+def test_act_order_gptq_is_bf16(tmp_path, capsys):
+    from .test_int_decode import gptq_tensors, save
+    tensors, _ = gptq_tensors(np.random.default_rng(9), 64, 256, 64, True)
+    src = save(tmp_path / "m", tensors, {"model_type": "no-such-model", "quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": True}})
+    assert rewrite(src, "--to", "mlx", "--out", tmp_path / "mlx") == 0
+    out = capsys.readouterr().out
+    assert "act-order" in out and "dequantized" in out
+    # a config mlx-lm cannot build its model from: one clear line, exit 2
+    (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert rewrite(src, "--to", "mlx", "--out", tmp_path / "mlx2") == 2
+    assert "mlx-lm cannot build its 'llama' model" in capsys.readouterr().err
+
+
+def test_flags_belong_to_their_mode(tmp_path, capsys):
+    fx = llama_tiny_fp8(tmp_path / "src")
+    assert rewrite(fx.path, "--to", "mlx", "--bits", "4") == 2
+    assert rewrite(fx.path, "--to", "mlx-affine", "--requantize", "4") == 2
+    assert rewrite(fx.path, "--bf16-biases") == 2
+    assert "--to mlx" in capsys.readouterr().err
