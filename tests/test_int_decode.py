@@ -250,14 +250,15 @@ def test_rewrite_and_verify_drop_every_side_tensor(tmp_path, kind, capsys):
 
 
 def test_load_hook_says_once_that_integer_weights_are_left_as_stored(tmp_path):
-    """No silent fallback: mx.load under scalefix.auto returns a GPTQ file as stored (what
-    plain MLX returns) and says so once on stderr; SCALEFIX_STRICT=1 raises."""
+    """No silent fallback: mx.load under scalefix.auto returns an act-order GPTQ file (no
+    native MLX form) as stored (what plain MLX returns) and says so once on stderr;
+    SCALEFIX_STRICT=1 raises."""
     import subprocess
     import sys
     pytest.importorskip("mlx.core")
-    tensors, _ = gptq_tensors(np.random.default_rng(7), 64, 256, 64, False)
+    tensors, _ = gptq_tensors(np.random.default_rng(7), 64, 256, 64, True)
     root = save(tmp_path / "m", tensors, {"model_type": "llama", "quantization_config": {
-        "quant_method": "gptq", "bits": 4, "group_size": 64}})
+        "quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": True}})
     code = ("import scalefix.auto, mlx.core as mx, scalefix, sys\n"
             f"p = {str(root / 'model.safetensors')!r}\n"
             "a = mx.load(p); b = mx.load(p)\n"
@@ -266,7 +267,7 @@ def test_load_hook_says_once_that_integer_weights_are_left_as_stored(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("] ")[1].strip() == "1"
     assert "'l.qweight'" in proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if "gptq-int4-group64" in ln]
+    lines = [ln for ln in proc.stderr.splitlines() if "gptq-int4-group64-actorder" in ln]
     assert len(lines) == 1 and "not decoded at load time" in lines[0]
     strict = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**__import__("os").environ, "SCALEFIX_STRICT": "1"})

@@ -51,6 +51,7 @@ class FilePlan:
     dequantize: dict[str, QuantizedWeight] = field(default_factory=dict)
     drop: set[str] = field(default_factory=set)
     left: dict[str, str] = field(default_factory=dict)  # not decoded at load time: scheme
+    native: dict[str, tuple] = field(default_factory=dict)  # int weight -> (qw, NativeChoice)
 
     @property
     def left_reason(self) -> str | None:
@@ -62,7 +63,7 @@ class FilePlan:
 
     @property
     def nothing(self) -> bool:
-        return not self.dequantize and not self.drop
+        return not self.dequantize and not self.drop and not self.native
 
 
 NOTHING = FilePlan()
@@ -75,6 +76,7 @@ class BundlePlans:
     classification: Classification
     files: dict[Path, FilePlan]
     mx_family: bool
+    native_modules: dict[str, dict] = field(default_factory=dict)  # module -> affine params
 
     @property
     def dequantizes(self) -> bool:
@@ -97,9 +99,19 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         return plan
 
     used = [q for q in result.quantized.values() if wanted(q, mx_family)]
+    native_modules: dict[str, dict] = {}
     for qw in result.quantized.values():
-        if qw.codec == "int":
+        if qw.codec != "int":
+            continue
+        choice = _runtime_native(qw)
+        if choice is None:
             plan_of(qw.weight).left[qw.name] = qw.scheme
+            continue
+        plan_of(qw.weight).native[qw.name] = (qw, choice)
+        for side in qw.side_tensors:
+            plan_of(side).drop.add(side.name)
+        native_modules[qw.output_name[: -len(".weight")]] = {
+            "group_size": choice.group_size, "bits": choice.bits, "mode": choice.mode}
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
         for side in qw.side_tensors:
@@ -107,11 +119,21 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
     tensors = result.bundle.tensors
     for name in result.named("orphan_scale"):
         plan_of(tensors[name]).drop.add(name)
-    if used:
+    if used or native_modules:
         for role in ("activation_scale", "marker"):
             for name in result.named(role):
                 plan_of(tensors[name]).drop.add(name)
-    return BundlePlans(result, {absolute(p): plan for p, plan in by_file.items()}, mx_family)
+    return BundlePlans(result, {absolute(p): plan for p, plan in by_file.items()}, mx_family,
+                       native_modules)
+
+
+def _runtime_native(qw):
+    """The affine form an integer weight is handed to mlx-lm in at load time, or None (it is
+    then left as stored, and said so)."""
+    from ..mlx.lazy_native import supported
+    from ..mlx.native_plan import NativeChoice, choose
+    choice = choose(qw)
+    return choice if isinstance(choice, NativeChoice) and supported(qw) else None
 
 
 # --- the per-process cache ------------------------------------------------------------------
@@ -223,10 +245,19 @@ def plan_for_file(path: str | os.PathLike) -> FilePlan:
     return plans.files.get(path, NOTHING)
 
 
-def dequantized_by_hooks(model_dir: str | os.PathLike) -> bool:
-    """Whether loading ``model_dir`` through the mx.load hook dequantizes something."""
+def _model_plans(model_dir: str | os.PathLike) -> BundlePlans:
     model_dir = absolute(model_dir)
     indexes = sorted(model_dir.glob("*" + INDEX_SUFFIX),
                      key=lambda p: (p.name != "model" + INDEX_SUFFIX, p.name))
     anchor = indexes[0] if indexes else model_dir
-    return _bundle_plans(anchor, dequantize_mx_family()).dequantizes
+    return _bundle_plans(anchor, dequantize_mx_family())
+
+
+def dequantized_by_hooks(model_dir: str | os.PathLike) -> bool:
+    """Whether loading ``model_dir`` through the mx.load hook dequantizes something."""
+    return _model_plans(model_dir).dequantizes
+
+
+def native_by_hooks(model_dir: str | os.PathLike) -> dict[str, dict]:
+    """Module -> affine params of the integer weights the mx.load hook hands over natively."""
+    return _model_plans(model_dir).native_modules

@@ -35,13 +35,20 @@ def _mlx_load_applied() -> bool:
 
 def fixed_config(config: dict, model_path) -> dict:
     from ..formats.config import read_quant_config, without_quantization_config
-    from .load_policy import dequantized_by_hooks
+    from .load_policy import dequantized_by_hooks, native_by_hooks
     qc = read_quant_config(config, None)
     if qc.where is None or not qc.where.startswith("config.json:") or qc.mlx_native:
         return config
-    if not _mlx_load_applied() or not dequantized_by_hooks(Path(model_path)):
+    if not _mlx_load_applied():
         return config
-    return without_quantization_config(config)
+    native = native_by_hooks(Path(model_path))
+    if not native and not dequantized_by_hooks(Path(model_path)):
+        return config
+    new = without_quantization_config(config)
+    if native:  # integer weights arrive as MLX affine parts: mlx-lm quantizes those modules
+        first = next(iter(native.values()))
+        new["quantization"] = {**first, **{m: dict(p) for m, p in sorted(native.items())}}
+    return new
 
 
 def apply(module) -> None:

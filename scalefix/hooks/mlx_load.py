@@ -89,6 +89,12 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
         arrays.pop(name, None)
     for name, qw in plan.dequantize.items():
         arrays[qw.output_name] = lazy_dequantize(qw, arrays.pop(name), scales[name])
+    if plan.native:
+        from ..mlx.lazy_native import native_parts
+        for name, (qw, choice) in plan.native.items():
+            module = qw.output_name[: -len(".weight")]
+            for part, array in native_parts(qw, choice, arrays.pop(name)).items():
+                arrays[f"{module}.{part}"] = array
     return (arrays, metadata) if return_metadata else arrays
 
 
