@@ -161,3 +161,17 @@ def test_flags_belong_to_their_mode(tmp_path, capsys):
     assert rewrite(fx.path, "--to", "mlx-affine", "--requantize", "4") == 2
     assert rewrite(fx.path, "--bf16-biases") == 2
     assert "--to mlx" in capsys.readouterr().err
+
+
+def test_bf16_biases_trade_exactness_and_report_it(tmp_path, capsys):
+    """Zero-point modules with --bf16-biases: BF16 scales and biases, the SQNR against the
+    exact decode reported (finite: -z*s is not a BF16 value for most zero points)."""
+    src = tiny_int_llama(tmp_path / "src", "gptq")
+    assert rewrite(src, "--to", "mlx", "--bf16-biases", "--out", tmp_path / "mlx") == 0
+    out = capsys.readouterr().out
+    assert "SQNR min" in out and "keep float32" not in out
+    sqnr = float(out.split("SQNR min ")[1].split(" dB")[0])
+    assert 20 < sqnr < 200
+    model, _ = mlx_lm_utils.load_model(tmp_path / "mlx")
+    assert {str(m.scales.dtype) for m in quantized_modules(model).values()} == {
+        "mlx.core.bfloat16"}

@@ -34,8 +34,9 @@ def _decoded(source: Source):
     return None
 
 
-def _unit_sources(plan: AffinePlan, unit: Unit, pool) -> dict:
-    """The unit's sources as MLX arrays, decoded (or encoded to native forms) in the pool."""
+def _unit_sources(plan: AffinePlan, unit: Unit, pool, sqnr: dict) -> dict:
+    """The unit's sources as MLX arrays, decoded (or encoded to native forms) in the pool;
+    a native form stored inexactly on request (``--bf16-biases``) reports its SQNR."""
     import mlx.core as mx
 
     from ..mlx.arrays import bf16_array, read_array
@@ -48,6 +49,9 @@ def _unit_sources(plan: AffinePlan, unit: Unit, pool) -> dict:
         lambda s: build(s.qw, s.choice, plan.spec.bf16_biases), native.values())))
     out = {s.name: read_array(s.info) if bits is None else bf16_array(bits)
            for s, bits in zip(plain, decoded)}
+    for s in native.values():
+        if forms[s.qw.name].sqnr_db is not None:
+            sqnr[s.name[: -len(".weight")]] = forms[s.qw.name].sqnr_db
     for s in unit.sources:
         if s.kind == "native":
             stored = getattr(forms[s.qw.name], s.part)
@@ -81,7 +85,7 @@ def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict, pool)
     import mlx.core as mx
 
     arrays = dict(stand_ins)
-    arrays.update(_unit_sources(plan, unit, pool))
+    arrays.update(_unit_sources(plan, unit, pool, sqnr))
     sanitized = sanitize_parts(plan.layout, arrays, plan.sources)
     del arrays  # sources now live only in sanitize's graph: freed once their output is
     for o in unit.outputs:
