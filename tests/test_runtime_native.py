@@ -78,3 +78,23 @@ def test_plain_mlx_lm_cannot_load_them(tmp_path):
     proc = subprocess.run([sys.executable, "-c", CHILD, "plain", str(src),
                            str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert proc.returncode != 0
+
+
+def test_from_a_hugging_face_cache_snapshot(tmp_path):
+    """Where users' models live: a snapshot of links into blobs/, loaded by its snapshot
+    path (AWQ: the nibble shuffle) and by hub id through mlx_lm.load offline."""
+    from .hf_cache import into_cache
+    src = tiny_int_llama(tmp_path / "src", "awq")
+    snapshot = into_cache(src, tmp_path / "hub", "org/tiny-awq")
+    assert (snapshot / "config.json").is_symlink()
+    check(snapshot, tmp_path)
+    code = ("import scalefix.auto, json, mlx.core as mx\n"
+            "from mlx_lm import load\n"
+            "model, _ = load('org/tiny-awq')\n"
+            "print(sum(1 for _, m in model.named_modules() if hasattr(m, 'scales')))\n")
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "14"

@@ -139,23 +139,30 @@ def check_stored_size(w: IntWeight) -> None:
                             tensor=w.name)
 
 
-def canonical(w: IntWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The weight as format-neutral integers, for re-encoding (``--to mlx``): unsigned codes
-    uint8 ``[*lead, out, in]``, scale float32 ``[*lead, out, G]``, zero point int32 of the
-    scale's shape or None for the symmetric ``2^(b-1)``. Signed int8 codes are shifted into
-    the unsigned range with their zero point, which leaves ``q - z`` unchanged."""
+def canonical_side(w: IntWeight) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scale float32 ``[*lead, out, G]`` and zero point int32 of the same shape, or None for
+    the symmetric ``2^(b-1)``, in the unsigned code range of ``canonical``: signed int8
+    codes are shifted up by 128 together with their zero point, leaving ``q - z`` as is."""
     side = load_side(w)
-    codes = codes_all(w, read_raw(w.weight))
-    shift = 128 if w.layout == "int8" else 0
-    if shift:
-        codes = (codes.astype(np.int16) + shift).astype(np.uint8)
     groups = w.geometry.scale_shape[-1]
     shape = tuple(w.shape[:-1]) + (groups,)
-    scale = np.broadcast_to(side.scale, (codes.shape[0], groups)).reshape(shape)
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    shift = 128 if w.layout == "int8" else 0
+    scale = np.ascontiguousarray(np.broadcast_to(side.scale, (rows, groups)).reshape(shape))
     if isinstance(side.zero, np.ndarray):
         zero = (side.zero + shift).astype(np.int32).reshape(shape)
     elif side.zero + shift == 1 << (w.bits - 1):
         zero = None
     else:
         zero = np.full(shape, side.zero + shift, np.int32)
-    return codes.reshape(w.shape), np.ascontiguousarray(scale), zero
+    return scale, zero
+
+
+def canonical(w: IntWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The weight as format-neutral integers, for re-encoding (``--to mlx``): unsigned codes
+    uint8 ``[*lead, out, in]`` plus ``canonical_side``."""
+    codes = codes_all(w, read_raw(w.weight))
+    if w.layout == "int8":
+        codes = (codes.astype(np.int16) + 128).astype(np.uint8)
+    scale, zero = canonical_side(w)
+    return codes.reshape(w.shape), scale, zero

@@ -6,7 +6,7 @@ Only the codes are big; they stay a lazy MLX graph (a plain view for compressed-
 dense packing, which is MLX's own bitstream; an unpack-transpose-repack for GPTQ and AWQ,
 which pack across output rows). The scales, zero points and biases are small and come from
 the formats room in numpy, computed exactly as ``rewrite --to mlx`` computes them
-(``native_forms.affine_form``), so a load under ``scalefix.auto`` and a load of the
+(``native_forms.affine_params``), so a load under ``scalefix.auto`` and a load of the
 ``--to mlx`` bundle see the same bits.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.int_codes import load_side
+from ..formats.int_codes import canonical_side
 from ..formats.int_weights import AWQ_ORDER, IntWeight
 
 RUNTIME_LAYOUTS = ("ct-dense", "int8", "gptq", "awq")
@@ -58,22 +58,14 @@ def native_parts(qw: IntWeight, choice, stored) -> dict:
     """``{"weight", "scales", "biases"}`` MLX arrays for ``qw`` in ``choice``'s affine form."""
     import mlx.core as mx
 
-    from .arrays import bf16_array
     from ..formats.codecs import f32_to_bf16
+    from .arrays import bf16_array
+    from .native_forms import affine_params
 
-    side = load_side(qw)
+    scale, zero = canonical_side(qw)
+    scale, bias = affine_params(scale, zero, qw.bits, qw.group, choice.group_size,
+                                qw.shape[-1])
     lead_out = tuple(qw.shape[:-1])
-    rows, cols = int(np.prod(lead_out)), qw.shape[-1]
-    groups = qw.geometry.scale_shape[-1]
-    shift = 128 if qw.layout == "int8" else 0  # signed int8 codes moved up with their zero
-    zero = side.zero + shift if isinstance(side.zero, np.ndarray) else \
-        np.full((rows, groups), side.zero + shift, np.int64)
-    # each MLX group takes its source group's scale and zero (as native_forms.affine_form)
-    source = (np.arange(cols // choice.group_size) * choice.group_size) // qw.group
-    s64 = np.broadcast_to(side.scale, (rows, groups))[:, source].astype(np.float64)
-    scale = s64.astype(np.float32)
-    bias = (-np.broadcast_to(zero, (rows, groups))[:, source].astype(np.float64) * s64
-            ).astype(np.float32)                    # exact product, rounded once
     shape = lead_out + (scale.shape[-1],)
     if choice.scale_dtype == "BF16":
         scales = bf16_array(f32_to_bf16(scale).reshape(shape))

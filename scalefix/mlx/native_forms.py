@@ -131,12 +131,7 @@ def affine_form(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, b
     target = _affine_group(cols, group_size)
     if isinstance(target, NoNativeForm):
         return target
-    # the scale (and zero point) of each target-wide group: its source group's
-    source_group = (np.arange(cols // target) * target) // group_size
-    s = np.ascontiguousarray(scale[..., source_group])
-    z = (np.full(s.shape, 1 << (bits - 1), np.int64) if zero is None
-         else zero[..., source_group].astype(np.int64))
-    bias64 = -z.astype(np.float64) * s.astype(np.float64)       # exact: <= 24 + 10 bits
+    s, z, bias64 = _affine_params(scale, zero, bits, group_size, target, cols)
     bias32 = bias64.astype(np.float32)
     bf16_ok = (_bf16_exact(s) and bool((bias32.astype(np.float64) == bias64).all())
                and _bf16_exact(bias32))
@@ -166,6 +161,24 @@ def affine_form(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, b
     biases_out = f32_to_bf16(store_b) if dtype == "BF16" else np.ascontiguousarray(store_b)
     return NativeForm("affine", bits, target, weight, scales_out, biases_out, None, dtype,
                       exact, note, sqnr, details)
+
+
+def affine_params(scale: np.ndarray, zero: np.ndarray | None, bits: int, group_size: int,
+                  target: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """MLX affine ``(scales, biases)`` float32 over ``target``-wide groups, for source groups
+    of ``group_size``: what ``affine_form`` stores and what the load-time hook hands over."""
+    s, _, bias64 = _affine_params(scale, zero, bits, group_size, target, cols)
+    return s, bias64.astype(np.float32)
+
+
+def _affine_params(scale, zero, bits, group_size, target, cols):
+    # the scale (and zero point) of each target-wide group: its source group's
+    source_group = (np.arange(cols // target) * target) // group_size
+    s = np.ascontiguousarray(scale[..., source_group])
+    z = (np.full(s.shape, 1 << (bits - 1), np.int64) if zero is None
+         else zero[..., source_group].astype(np.int64))
+    bias64 = -z.astype(np.float64) * s.astype(np.float64)       # exact: <= 24 + 10 bits
+    return s, z, bias64
 
 
 def _broadcast_groups(a: np.ndarray, what: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -254,6 +254,8 @@ def sanitize_parts(layout: Layout, arrays: dict, sources: list[Source]) -> dict:
     scales, biases) goes through its own lazy sanitize pass in the weight's place, so it is
     renamed, split and stacked exactly as the weight would be (sanitizers written for a
     published checkpoint know ``<m>.weight``, not ``<m>.scales``), then renamed back."""
+    import mlx.core as mx
+
     native = [s for s in sources if s.kind == "native" and s.name in arrays]
     if not native:
         return layout.sanitize(arrays)
@@ -263,18 +265,13 @@ def sanitize_parts(layout: Layout, arrays: dict, sources: list[Source]) -> dict:
     names = {s.name for s in native}
     base = {k: v for k, v in arrays.items() if k not in names}
     out = layout.sanitize({**base, **by_part.pop("weight", {})})
-    codes = [k for k, v in out.items() if k.endswith(".weight") and v.dtype == _U32()]
+    codes = [k for k, v in out.items() if k.endswith(".weight") and v.dtype == mx.uint32]
     for part, holders in by_part.items():
         placed = layout.sanitize({**base, **holders})
         for key in codes:
-            if key in placed and placed[key].dtype != _U32():
+            if key in placed and placed[key].dtype != mx.uint32:
                 out[f"{key[: -len('.weight')]}.{part}"] = placed[key]
     return out
-
-
-def _U32():
-    import mlx.core as mx
-    return mx.uint32
 
 
 def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str, dict]:
