@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from ..errors import ScalefixError
-from . import conventions, int_weights
+from . import conventions, declared, int_weights
 from .bundle import Bundle
 from .config import QuantConfig, ignored_by, read_quant_config
 from .dtypes import FLOAT_PLAIN, FP8_WEIGHT, PACKED_FP4, SCALE_DTYPES
@@ -81,6 +81,8 @@ class Classification:
     roles: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)   # orphan / unsupported: why
     findings: list[Finding] = field(default_factory=list)
+    declared: dict = field(default_factory=dict)   # layer -> its per-layer Declaration
+    checkpoint_declaration: object = None          # quant_method & co., once claimed
 
     def named(self, role: str) -> list[str]:
         return [n for n, r in self.roles.items() if r == role]
@@ -88,13 +90,16 @@ class Classification:
 
 def classify(bundle: Bundle, *, nibble_order: str = "low-first") -> Classification:
     """Roles of every tensor; one pass per step, each tensor looked at a constant number of
-    times (DeepSeek-V3 has ~90k tensors)."""
+    times (DeepSeek-V3 has ~90k tensors). The declaration decides (``declared``): layers
+    their files declare are claimed first, by their scheme; the name rules fill in the rest;
+    the checkpoint-wide declaration's scheme then checks and completes the result."""
     qc = read_quant_config(bundle.config, bundle.hf_quant_config)
     result = Classification(bundle, qc)
     tensors, roles = bundle.tensors, result.roles
     for name in tensors:
         roles[name] = ("marker" if conventions.marker(name) else
                        "activation_scale" if conventions.activation_scale(name) else "plain")
+    declared.claim_layers(result)
     int_found, int_bad = int_weights.claim(tensors, roles, qc)
     result.quantized.update(int_found)
     for name, why in int_bad.items():
@@ -106,6 +111,7 @@ def classify(bundle: Bundle, *, nibble_order: str = "low-first") -> Classificati
     for name, info in tensors.items():
         if roles[name] == "plain" and info.dtype in FP8_WEIGHT:
             roles[name] = "fp8_without_scale"
+    declared.claim_checkpoint(result)
     _cross_check(result)
     return result
 

@@ -22,6 +22,7 @@ class QuantConfig:
     summary: dict = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
     mlx_native: bool = False             # config["quantization"]: MLX affine/mx bundle
+    raw: dict = field(default_factory=dict)  # the declaring section itself, for the schemes
 
     @property
     def announces_scaled_weights(self) -> bool:
@@ -47,6 +48,7 @@ def read_quant_config(config: dict | None, hf_quant_config: dict | None) -> Quan
             qc = hf_quant_config.get("quantization", hf_quant_config)
             found.where = "hf_quant_config.json"
             found.method = "modelopt"
+            found.raw = qc
             found.summary = {k: v for k, v in qc.items() if not isinstance(v, (dict, list))}
             found.ignore = [str(x) for x in qc.get("exclude_modules", []) or []]
     if isinstance(config.get("quantization"), dict) and "quant_method" not in config["quantization"]:
@@ -61,6 +63,7 @@ def read_quant_config(config: dict | None, hf_quant_config: dict | None) -> Quan
 
 def _fill(found: QuantConfig, where: str, qc: dict) -> None:
     found.where = where
+    found.raw = qc
     found.method = str(qc.get("quant_method")) if qc.get("quant_method") is not None else None
     summary = {k: qc[k] for k in ("quant_method", "fmt", "format", "activation_scheme",
                                   "scale_fmt", "weight_block_size", "bits", "w_bit",

@@ -15,7 +15,8 @@ from .classify import QuantizedWeight
 from .codecs import decode, decode_scale, f32_to_bf16, table, unpack_fp4
 from .int_codes import check_stored_size, codes_all, codes_rows, decode_codes, load_side
 from .int_weights import IntWeight
-from .tensor_data import read_raw
+from .schemes import DeclaredWeight
+from .tensor_data import read_raw, read_raw_many
 
 OUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}  # CLI name -> safetensors name
 
@@ -25,6 +26,8 @@ def row_bytes(qw: QuantizedWeight | IntWeight) -> int | None:
     rows (GPTQ / AWQ pack across them: only the whole tensor decodes)."""
     if isinstance(qw, IntWeight):
         return qw.weight.nbytes // max(qw.geometry.rows, 1) if qw.row_major else None
+    if isinstance(qw, DeclaredWeight):
+        return None
     cols = qw.geometry.cols
     return cols // 2 if qw.codec == "e2m1" else cols
 
@@ -35,6 +38,8 @@ def load_scale(qw: QuantizedWeight, raw: np.ndarray | None = None) -> np.ndarray
     its ``IntSide`` (scale, zero point, column groups)."""
     if isinstance(qw, IntWeight):
         return load_side(qw)
+    if isinstance(qw, DeclaredWeight):
+        return declared_sides(qw)
     scale = qw.scale
     raw = read_raw(scale) if raw is None else raw
     values = decode_scale(raw, qw.scale_codec, file=scale.file, tensor=scale.name)
@@ -42,6 +47,28 @@ def load_scale(qw: QuantizedWeight, raw: np.ndarray | None = None) -> np.ndarray
         values = _apply_global_scale(qw, values)
     view = qw.geometry.scale_shape
     return values.reshape(-1, view[-1]) if values.size > 1 else values.reshape(1, 1)
+
+
+def declared_sides(qw: DeclaredWeight) -> dict[str, np.ndarray]:
+    """role -> stored array of every side tensor of a registry-decoded weight (its stored
+    dtype: BF16 as uint16 bits, F8 as uint8 codes)."""
+    raw = read_raw_many(qw.sides.values())
+    return {role: _stored(info, raw[info.name]) for role, info in qw.sides.items()}
+
+
+def _stored(info, raw: np.ndarray) -> np.ndarray:
+    view = raw.view(STORED_NUMPY.get(info.dtype, np.uint8))
+    return view.reshape(info.shape) if info.shape else view.reshape(())
+
+
+def _declared_values(qw: DeclaredWeight, raw_weight: np.ndarray, sides) -> np.ndarray:
+    """float32 [rows, cols] from the scheme's exact decode."""
+    values = qw.family.decode(qw, {"weight": _stored(qw.weight, raw_weight), **sides})
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != tuple(qw.shape):
+        raise ScalefixError(f"{qw.family.NAME} decoded {list(values.shape)}, expected "
+                            f"{list(qw.shape)}", file=qw.weight.file, tensor=qw.name)
+    return values.reshape(qw.geometry.rows, qw.geometry.cols)
 
 
 def _apply_global_scale(qw: QuantizedWeight, values: np.ndarray) -> np.ndarray:
@@ -66,6 +93,8 @@ def dequantize_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray
     if isinstance(qw, IntWeight):
         codes = codes_rows(qw, raw_rows) if qw.row_major else codes_all(qw, raw_rows)
         return decode_codes(qw, codes, scale, row_start)
+    if isinstance(qw, DeclaredWeight):
+        return _declared_values(qw, raw_rows, scale)
     geo = qw.geometry
     cols = geo.cols
     n = raw_rows.size // row_bytes(qw)
@@ -109,6 +138,12 @@ def decode_rows(qw: QuantizedWeight, raw_rows: np.ndarray, scale: np.ndarray, ro
     geo = qw.geometry
     if isinstance(qw, IntWeight):
         return _decode_int_rows(qw, raw_rows, scale, row_start, out_dtype, out)
+    if isinstance(qw, DeclaredWeight):
+        values = _declared_values(qw, raw_rows, scale)
+        if out is None:
+            return encode(values, out_dtype)
+        out[...] = encode(values, out_dtype)
+        return out
     n = raw_rows.size // row_bytes(qw)
     if out is None:
         out = np.empty((n, geo.cols), dtype=STORAGE[out_dtype])
@@ -163,6 +198,9 @@ def row_reader(qw: QuantizedWeight | IntWeight):
     """``read(start, n) -> float32 [n, cols]``: the exact decode of any row range, reading
     only those rows' bytes where the layout allows it (verify's reference)."""
     side, per_row = load_scale(qw), row_bytes(qw)
+    if isinstance(qw, DeclaredWeight):
+        values = _declared_values(qw, read_raw(qw.weight), side)
+        return lambda start, n: values[start:start + n]
     if per_row is None:
         codes = codes_all(qw, read_raw(qw.weight))
         return lambda start, n: decode_codes(qw, codes[start:start + n], side, start)
@@ -174,6 +212,10 @@ def validate(qw: QuantizedWeight | IntWeight) -> None:
     """Before writing anything: the stored size fits the shape, every side tensor decodes."""
     if isinstance(qw, IntWeight):
         check_stored_size(qw)
+    elif isinstance(qw, DeclaredWeight):
+        check = getattr(qw.family, "validate", None)
+        if check is not None:
+            check(qw)
     elif qw.weight.nbytes != row_bytes(qw) * qw.geometry.rows:
         raise ScalefixError(f"stored size {qw.weight.nbytes} bytes does not match "
                             f"logical shape {list(qw.shape)}", file=qw.weight.file,
@@ -189,6 +231,12 @@ def _lookup_fits(geo, scale: np.ndarray) -> bool:
 
 # the numpy dtype that holds each output dtype (BF16 as its uint16 bits)
 STORAGE = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+# the numpy view of each stored safetensors dtype handed to a scheme's decode (BF16 as its
+# uint16 bits, every 8-bit float as its uint8 codes)
+STORED_NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+                "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+                "U8": np.uint8, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8, "F8_E8M0": np.uint8,
+                "BOOL": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64}
 GATHER_ELEMENTS = 1 << 16  # elements per gather pass: index and output stay in L2
 
 

@@ -105,6 +105,8 @@ def claim(tensors: dict[str, TensorInfo], roles: dict[str, str], qconfig) -> tup
                      and tensors[n].dtype in ("I64", "I32") and tensors[n].numel <= 8]
     shapes = _read_ints(shape_tensors) if shape_tensors else {}
     for name, info in tensors.items():
+        if roles.get(name) != "plain":
+            continue  # claimed by a declaration (or a marker)
         if info.dtype == "I32" and name.endswith(".weight_packed"):
             suffixes = CT_PACKED
         elif info.dtype == "I8" and name.endswith(".weight"):

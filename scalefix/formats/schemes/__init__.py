@@ -51,7 +51,11 @@ from ..header import TensorInfo
 # The families, in the order a declaration is offered to them. Each entry is a module
 # name in this package.
 SCHEMES: tuple[str, ...] = (
-    "comfy",
+    "fp8",
+    "mxfp4",
+    "compressed_tensors",
+    "gptq",
+    "awq",
 )
 
 
@@ -143,3 +147,25 @@ def claimant(declaration: Declaration):
         if key in scheme.DECLARATIONS:
             return scheme
     return None
+
+
+def kind_of(weight) -> str:
+    """What a claimed weight holds, for a declaration to check against: ``int`` (integer
+    codes), ``fp8``, ``nvfp4``, ``fp4`` (E2M1 with E8M0 scales), or a registry family name."""
+    if isinstance(weight, DeclaredWeight):
+        return weight.family.NAME
+    if weight.codec == "int":
+        return "int"
+    if weight.codec == "e2m1":
+        return "nvfp4" if weight.scale_codec == "e4m3" else "fp4"
+    return "fp8"
+
+
+def refuse_kinds(result, allowed: set[str], declared: str) -> None:
+    """A weight whose kind the declaration does not allow contradicts it: refused."""
+    for weight in result.quantized.values():
+        kind = kind_of(weight)
+        if kind not in allowed:
+            raise Refusal(f"{declared}, but this layer holds {kind} codes "
+                          f"({weight.weight.dtype} {list(weight.weight.shape)}); nothing done",
+                          file=weight.weight.file, tensor=weight.name)
