@@ -90,7 +90,7 @@ def _modes(sources: Path, dsv4: Path) -> dict[str, list[str]]:
     src = sources / "src"
     return {"dequant": [str(src), "--max-shard-size", "4MB"],
             "rename": [str(src), "--rename-scales", "weight_scale"],
-            "single": [str(src / "model-00001-of-00003.safetensors")],
+            "single.safetensors": [str(src / "model-00001-of-00003.safetensors")],
             "mlx-affine": [str(dsv4 / "src"), *AFFINE]}
 
 

@@ -291,3 +291,16 @@ def test_progress_bar_draws_rate_and_eta_only_when_enabled():
     quiet = io.StringIO()
     Progress(10, "rewrite", stream=quiet).advance(10)  # a StringIO is not a terminal
     assert quiet.getvalue() == ""
+
+
+def test_single_file_out_must_name_a_safetensors_file(tmp_path, capsys):
+    """A single-file source writes one file; an --out without the suffix would be a file
+    that mx.load and ComfyUI refuse, so it is refused up front with the fix in the line."""
+    fx = VARIANTS["flux"](tmp_path / "src")
+    assert fx.path.is_file()
+    dst = tmp_path / "flux-bf16"
+    assert rewrite(fx.path, "--out", dst) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out flux-bf16.safetensors" in err[0], err
+    assert not dst.exists()
+    assert rewrite(fx.path, "--out", tmp_path / "flux-bf16.safetensors") == 0

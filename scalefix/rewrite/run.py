@@ -89,6 +89,10 @@ def _check_destination(src_root: Path, src: Path, dst: Path, single_file: bool) 
     if single_file:
         if real_dst == src.resolve():
             raise ScalefixError("--out is the source file itself", file=dst)
+        if dst.suffix != ".safetensors":  # mx.load and ComfyUI read nothing else
+            raise ScalefixError(
+                "a single-file source rewrites to one file, and --out names it: it must end "
+                f"in .safetensors (e.g. --out {dst.name}.safetensors)", file=dst)
     else:
         real_src = src_root.resolve()
         if real_dst == real_src or real_src in real_dst.parents:
