@@ -40,6 +40,10 @@ def render(report: dict) -> str:
                          + (" ..." if len(cfg["ignore"]) > 6 else ""))
     else:
         lines.append("config: no quantization config found")
+    declared = report["declared"]
+    if declared["layers"]:
+        lines.append("declared per layer: " + ", ".join(
+            f"{fmt} x{count}" for fmt, count in declared["layers"].items()))
     if report["groups"]:
         lines.append(f"quantized weights: {len(report['quantized'])}")
         header = ("scheme", "naming", "weight", "block", "scale", "count", "example")

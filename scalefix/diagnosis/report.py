@@ -38,6 +38,7 @@ def build_report(path: str | Path, *, nibble_order: str = "low-first") -> dict:
         "dtypes": dict(sorted(Counter(t.dtype for t in bundle.tensors.values()).items())),
         "roles": dict(sorted(Counter(result.roles.values()).items())),
         "config": _config(result),
+        "declared": _declared(result),
         "groups": _groups(result),
         "quantized": [_pair(q, rel) for q in ordered],
         "cross_shard_pairs": [
@@ -78,6 +79,16 @@ def _config(result: Classification) -> dict:
             "weight_block_size": list(qc.block_size) if qc.block_size else None,
             "ignore": qc.ignore, "summary": qc.summary, "mlx_native": qc.mlx_native,
             "comfy_metadata": "_quantization_metadata" in result.bundle.metadata}
+
+
+def _declared(result: Classification) -> dict:
+    """What the checkpoint and its files declare, as their schemes read it: the
+    checkpoint-wide method, and the layers per per-layer format (ComfyUI)."""
+    checkpoint = result.checkpoint_declaration
+    formats = Counter(d.value for d in result.declared.values())
+    return {"checkpoint": {"source": checkpoint.source, "value": checkpoint.value,
+                           "where": checkpoint.where} if checkpoint else None,
+            "layers": dict(sorted(formats.items()))}
 
 
 def _groups(result: Classification) -> list[dict]:
