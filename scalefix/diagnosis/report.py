@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..formats import classify, open_bundle
 from ..formats.classify import Classification, Finding
+from ..formats.schemes import kind_of
 from . import raw_fp8_signature
 from .scale_values import check_scales
 
@@ -160,7 +161,7 @@ def _verdict(path: Path, result: Classification, findings: list[Finding]) -> dic
                        "# redo the conversion from the FP8 source, with scales"}
     if result.quantized:
         schemes = ", ".join(sorted({q.scheme for q in result.quantized.values()}))
-        integer = any(q.codec == "int" for q in result.quantized.values())
+        integer = any(kind_of(q) == "int" for q in result.quantized.values())
         return {"status": "quantized", "ok": False,
                 "message": f"{len(result.quantized)} weight(s) are quantized ({schemes}) with "
                            "separate scales: loaders that ignore the scales (mx.load, "

@@ -54,12 +54,9 @@ class QuantizedWeight:
 
     @cached_property  # asked once per weight by every report row: computed once
     def scheme(self) -> str:
-        if self.naming == "_blocks/_scales":
-            return "mxfp4"
-        if self.scale_codec == "e4m3":
-            return "nvfp4"
-        family = "fp4" if self.codec == "e2m1" else "fp8"
-        return f"{family}-{self.geometry.granularity}"
+        """The name reports show, as the family's scheme module gives it."""
+        from .schemes import family_of
+        return family_of(self).display(self)
 
     @property
     def cross_shard(self) -> bool:  # a shard's tensors share one Path: identity first

@@ -78,12 +78,9 @@ class IntWeight:
 
     @cached_property
     def scheme(self) -> str:
-        tail = "" if self.trivial_g_idx else "-actorder"
-        if self.layout in ("gptq", "awq"):
-            return f"{self.layout}-int{self.bits}-group{self.group}{tail}"
-        gran = self.geometry.granularity
-        gran = f"group{self.group}" if gran in ("group", "block") else gran
-        return f"int{self.bits}-{gran}" + ("-zp" if self.zero is not None else "") + tail
+        """The name reports show, as the family's scheme module gives it."""
+        from .schemes import family_of
+        return family_of(self).display(self)
 
     @property
     def cross_shard(self) -> bool:

@@ -52,7 +52,7 @@ from ..header import TensorInfo
 # name in this package.
 SCHEMES: tuple[str, ...] = (
     "fp8",
-    "mxfp4",
+    "fp4",
     "compressed_tensors",
     "gptq",
     "awq",
@@ -147,6 +147,18 @@ def claimant(declaration: Declaration):
         if key in scheme.DECLARATIONS:
             return scheme
     return None
+
+
+def family_of(weight):
+    """The scheme module that decodes and names a weight found by the shared finders (the
+    name rules, the integer-code finder); a registry-claimed weight carries its own."""
+    if isinstance(weight, DeclaredWeight):
+        return weight.family
+    by_name = dict(zip(SCHEMES, schemes()))
+    if weight.codec == "int":
+        return by_name.get(weight.layout if weight.layout in ("gptq", "awq")
+                           else "compressed_tensors")
+    return by_name["fp4" if weight.codec == "e2m1" else "fp8"]
 
 
 def kind_of(weight) -> str:

@@ -21,4 +21,4 @@ def claim_bundle(result, declaration) -> None:
 
 
 def display(weight) -> str:
-    return weight.scheme
+    return f"awq-int{weight.bits}-group{weight.group}"

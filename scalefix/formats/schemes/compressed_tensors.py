@@ -7,6 +7,7 @@ Formats and what their tensors hold:
 - ``pack-quantized``: integer codes ``weight_packed`` I32 + ``weight_scale`` (+ zero point,
   ``weight_shape``, ``weight_g_idx``), decoded by ``int_weights`` / ``int_codes``;
 - ``int-quantized`` / ``naive-quantized``: INT8 ``weight`` + ``weight_scale``;
+  (integer weights are displayed by this module, also when no config declares them)
 - ``nvfp4-pack-quantized``: ``weight_packed`` U8 (E2M1, low nibble first) + E4M3
   ``weight_scale`` + ``weight_global_scale`` (divides);
 - ``mixed-precision``: the groups' own formats decide.
@@ -65,4 +66,9 @@ def claim_bundle(result, declaration) -> None:
 
 
 def display(weight) -> str:
-    return weight.scheme
+    """``int4-group128``, ``int8-channel-zp``, ``int4-group32-actorder``: bits, how the scales
+    tile the weight, a zero point, act-order."""
+    gran = weight.geometry.granularity
+    gran = f"group{weight.group}" if gran in ("group", "block") else gran
+    return (f"int{weight.bits}-{gran}" + ("-zp" if weight.zero is not None else "")
+            + ("" if weight.trivial_g_idx else "-actorder"))

@@ -22,4 +22,4 @@ def claim_bundle(result, declaration) -> None:
 
 
 def display(weight) -> str:
-    return weight.scheme
+    return f"fp8-{weight.geometry.granularity}"

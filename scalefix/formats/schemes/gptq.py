@@ -31,4 +31,5 @@ def claim_bundle(result, declaration) -> None:
 
 
 def display(weight) -> str:
-    return weight.scheme
+    return (f"gptq-int{weight.bits}-group{weight.group}"
+            + ("" if weight.trivial_g_idx else "-actorder"))
