@@ -70,25 +70,25 @@ def parse_size(text: str) -> int:
 def _rewrite(args: argparse.Namespace) -> int:
     from .rewrite.run import Options, render_summary, rewrite, summary_json
 
-    affine = None
+    target = None
     if args.to in ("mlx", "mlx-affine"):
         if args.rename_scales:
             raise ScalefixError(f"--to {args.to} and --rename-scales exclude each other")
         import importlib.util
         if importlib.util.find_spec("mlx") is None:
             raise ScalefixError(f"--to {args.to} needs MLX: pip install 'scalefix[mlx]'")
-        from .rewrite.mlx_affine import AffineSpec
+        from .mlx.bundle_plan import MlxSpec
         if args.to == "mlx":
             if args.bits is not None or args.include_fp8:
                 raise ScalefixError("--to mlx takes --requantize BITS (for modules without a "
                                     "lossless native form), not --bits / --include-fp8")
-            affine = AffineSpec(args.requantize or 4, args.group_size or 32, native=True,
-                                requantize=args.requantize is not None,
-                                bf16_biases=args.bf16_biases)
+            target = MlxSpec(args.requantize or 4, args.group_size or 32, native=True,
+                             requantize=args.requantize is not None,
+                             bf16_biases=args.bf16_biases)
         else:
             if args.requantize is not None or args.bf16_biases:
                 raise ScalefixError("--requantize and --bf16-biases go with --to mlx")
-            affine = AffineSpec(args.bits or 4, args.group_size or 32, args.include_fp8)
+            target = MlxSpec(args.bits or 4, args.group_size or 32, args.include_fp8)
     elif (args.include_fp8 or args.bits is not None or args.group_size is not None
           or args.requantize is not None or args.bf16_biases):
         raise ScalefixError("--bits, --group-size, --include-fp8 go with --to mlx-affine; "
@@ -96,7 +96,7 @@ def _rewrite(args: argparse.Namespace) -> int:
     options = Options(out=args.out, out_dtype=args.dtype, max_shard_bytes=args.max_shard_size,
                       workers=args.workers, resume=args.resume, dry_run=args.dry_run,
                       quiet=args.quiet or args.json, rename_scales=args.rename_scales,
-                      affine=affine, space_check=args.space_check)
+                      target=target, space_check=args.space_check)
     summary = rewrite(locate(args.src), options)
     print(summary_json(summary) if args.json else render_summary(summary))
     return 0

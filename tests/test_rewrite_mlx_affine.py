@@ -54,7 +54,7 @@ def test_dsv4_experts_bit_identical_to_mx_quantize(tmp_path, monkeypatch, group,
     """deepseek_v4 is unknown to mlx-lm: names stay, each FP4 expert gets .weight/.scales/
     .biases equal to mx.quantize of torch's decode; FP8 becomes torch's BF16. scalefix
     quantizes a few rows at a time (tiny chunks here): the bits must not depend on it."""
-    monkeypatch.setattr("scalefix.rewrite.mlx_affine_write.QUANTIZE_ELEMENTS", 3 * 256)
+    monkeypatch.setattr("scalefix.mlx.bundle_write.QUANTIZE_ELEMENTS", 3 * 256)
     fx = dsv4(tmp_path / "src")
     dst = tmp_path / "dst"
     assert rewrite(fx.path, "--to", "mlx-affine", "--bits", bits, "--group-size", group,
@@ -111,13 +111,13 @@ def test_requantization_energies_are_exact_on_a_large_tensor():
     stack, the bug this guards against); even over one 1M-element block it fails here."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from scalefix.rewrite.mlx_affine import AffineSpec
-    from scalefix.rewrite.mlx_affine_write import quantize_rows
+    from scalefix.mlx.bundle_plan import MlxSpec
+    from scalefix.mlx.bundle_write import quantize_rows
 
     w = (mx.random.normal((4096, 1024), key=mx.random.key(0)) * 0.02).astype(mx.bfloat16)
     mx.eval(w)
     with ThreadPoolExecutor(2) as pool:
-        q, s, b, (signal, noise) = quantize_rows(mx, w, AffineSpec(), pool)
+        q, s, b, (signal, noise) = quantize_rows(mx, w, MlxSpec(), pool)
     exact = np.array(w.astype(mx.float32), dtype=np.float64)
     back = np.array(mx.dequantize(q, s, b, group_size=32, bits=4, mode="affine")
                     .astype(mx.float32), dtype=np.float64)
@@ -298,11 +298,11 @@ def test_resume_reuses_finished_shards(tmp_path):
     import shutil
     shutil.copytree(ref, staging)
     from scalefix.rewrite import staging as stage
-    from scalefix.rewrite.mlx_affine import AffineSpec, build_affine_plan
+    from scalefix.mlx.bundle_plan import MlxSpec, build_mlx_plan
     from scalefix.mlx.layout import layout_for
     from scalefix.formats import classify, open_bundle
     bundle = open_bundle(fx.path)
-    plan = build_affine_plan(classify(bundle), AffineSpec(), layout_for(bundle.config),
+    plan = build_mlx_plan(classify(bundle), MlxSpec(), layout_for(bundle.config),
                              60_000, "model")
     first = plan.shards[0]
     for item in staging.iterdir():

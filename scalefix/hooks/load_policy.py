@@ -51,7 +51,7 @@ class FilePlan:
     dequantize: dict[str, QuantizedWeight] = field(default_factory=dict)
     drop: set[str] = field(default_factory=set)
     left: dict[str, str] = field(default_factory=dict)  # not decoded at load time: scheme
-    native: dict[str, tuple] = field(default_factory=dict)  # int weight -> (qw, NativeChoice)
+    native: dict[str, tuple] = field(default_factory=dict)  # int weight -> (qw, ModuleForm)
 
     @property
     def left_reason(self) -> str | None:
@@ -110,8 +110,7 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         plan_of(qw.weight).native[qw.name] = (qw, choice)
         for side in qw.side_tensors:
             plan_of(side).drop.add(side.name)
-        native_modules[qw.output_name[: -len(".weight")]] = {
-            "group_size": choice.group_size, "bits": choice.bits, "mode": choice.mode}
+        native_modules[qw.output_name[: -len(".weight")]] = choice.entry
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
         for side in qw.side_tensors:
@@ -131,9 +130,10 @@ def _runtime_native(qw):
     """The affine form an integer weight is handed to mlx-lm in at load time, or None (it is
     then left as stored, and said so)."""
     from ..mlx.lazy_native import supported
-    from ..mlx.native_plan import NativeChoice, choose
+    from ..mlx.module_form import ModuleForm
+    from ..mlx.native_plan import choose
     choice = choose(qw)
-    return choice if isinstance(choice, NativeChoice) and supported(qw) else None
+    return choice if isinstance(choice, ModuleForm) and supported(qw) else None
 
 
 # --- the per-process cache ------------------------------------------------------------------

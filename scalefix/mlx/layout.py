@@ -8,13 +8,26 @@ keep a second copy of that knowledge, scalefix runs mlx-lm's sanitize itself on 
 tensors, exactly as mlx-lm would on a BF16 checkpoint (one layer real at a time, the rest
 lazy stand-ins: see ``mlx_affine``).
 
+Only the model's own module is imported (``mlx_lm.models.<type>``, 50 ms), never the
+``mlx_lm`` package itself, whose ``__init__`` pulls in ``transformers`` through the tokenizer
+utilities (3-4 s): the package is stood in for while the model module loads, and every
+module of it loaded that way is forgotten afterwards, so a later ``import mlx_lm`` is the
+real one. The model type's remapping is read from ``mlx_lm/utils.py``'s own tables.
+
 Without mlx-lm, or for a model type it does not know, names stay as in the source.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import re
+import sys
+import types
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from ..errors import ScalefixError
@@ -51,13 +64,11 @@ def layout_for(config: dict | None) -> Layout:
     model_type = (config or {}).get("model_type")
     if not model_type:
         return source_layout("config.json has no model_type")
-    try:
-        from mlx_lm import utils as mlx_lm_utils
-    except ImportError:
+    if importlib.util.find_spec("mlx_lm") is None:
         return source_layout("mlx-lm is not installed")
     try:
-        model_class, args_class = mlx_lm_utils._get_classes(config=dict(config))
-    except Exception as exc:  # mlx-lm raises ValueError for an unknown model type
+        model_class, args_class = model_classes(dict(config))
+    except Exception as exc:  # as mlx-lm: an unknown model type is a ValueError
         return source_layout(f"mlx-lm does not know model_type {model_type!r} ({exc})")
     if not hasattr(model_class, "sanitize"):
         return Layout(f"mlx-lm {model_type}", _identity)
@@ -69,3 +80,59 @@ def layout_for(config: dict | None) -> Layout:
         raise ScalefixError(f"mlx-lm cannot build its {model_type!r} model from config.json "
                             f"({exc}): an MLX bundle needs a config mlx-lm loads") from None
     return Layout(f"mlx-lm {model_type}", model.sanitize)
+
+
+@lru_cache(maxsize=1)
+def _remapping() -> tuple[dict, dict]:
+    """mlx-lm's ``MODEL_REMAPPING`` and ``MODEL_ARCHITECTURE_REMAPPING``, read from its
+    ``utils.py`` without running it."""
+    spec = importlib.util.find_spec("mlx_lm")
+    tree = ast.parse(Path(spec.submodule_search_locations[0], "utils.py").read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name) and node.targets[0].id in (
+                "MODEL_REMAPPING", "MODEL_ARCHITECTURE_REMAPPING"):
+            found[node.targets[0].id] = ast.literal_eval(node.value)
+    return found.get("MODEL_REMAPPING", {}), found.get("MODEL_ARCHITECTURE_REMAPPING", {})
+
+
+def model_classes(config: dict):
+    """``(Model, ModelArgs)`` for ``config`` as ``mlx_lm.utils._get_classes`` finds them, from
+    the model's own module only (see the module docstring)."""
+    remap, arch_remap = _remapping()
+    model_type = config["model_type"]
+    architectures = config.get("architectures") or ()
+    if isinstance(architectures, str):
+        architectures = (architectures,)
+    for architecture in architectures:
+        if (model_type, architecture) in arch_remap:
+            model_type = arch_remap[(model_type, architecture)]
+            break
+    else:
+        model_type = remap.get(model_type, model_type)
+    name = f"mlx_lm.models.{model_type}"
+    if "mlx_lm" in sys.modules:  # the real package is loaded already: use it
+        arch = _import(name)
+    else:
+        spec = importlib.util.find_spec("mlx_lm")
+        stub = types.ModuleType("mlx_lm")
+        stub.__path__, stub.__spec__ = list(spec.submodule_search_locations), spec
+        before = set(sys.modules)
+        sys.modules["mlx_lm"] = stub
+        try:
+            arch = _import(name)
+        finally:
+            for key in set(sys.modules) - before:
+                if key == "mlx_lm" or key.startswith("mlx_lm."):
+                    del sys.modules[key]
+            if sys.modules.get("mlx_lm") is stub:
+                del sys.modules["mlx_lm"]
+    return arch.Model, arch.ModelArgs
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ValueError(f"Model type {name.rsplit('.', 1)[1]} not supported.") from exc

@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..formats.codecs import f32_to_bf16, table
-
-AFFINE_BITS = (1, 2, 3, 4, 5, 6, 8)        # what mx.quantize / QuantizedLinear accept
-AFFINE_GROUPS = (128, 64, 32)              # widest first: fewer scales
+from .module_form import AFFINE_BITS, AFFINE_GROUPS, quantization_entry
 NVFP4_GLOBAL_UNIT = 448.0 * 6.0            # MLX: block scale times G / (E4M3 max * E2M1 max)
 _ROWS_PER_CHUNK = 1 << 20                  # elements per chunk of the element-wise checks
 
@@ -68,10 +66,8 @@ class NativeForm:
         """The per-module ``config['quantization'][path]`` entry mlx-lm hands ``to_quantized``.
         ``global_scale: True`` matches mlx-lm's switch layers; a dense ``nn.Linear`` of
         mlx-lm 0.32.2 rejects the keyword (TypeError), so plain mlx-lm refuses loudly."""
-        entry = {"group_size": self.group_size, "bits": self.bits, "mode": self.mode}
-        if self.global_scale is not None:
-            entry["global_scale"] = True
-        return entry
+        return quantization_entry(self.mode, self.bits, self.group_size,
+                                  self.global_scale is not None)
 
     def tensors(self, module: str) -> dict[str, tuple[str, np.ndarray]]:
         """``{name: (safetensors dtype, array as stored)}`` for ``module``."""
@@ -169,6 +165,25 @@ def affine_params(scale: np.ndarray, zero: np.ndarray | None, bits: int, group_s
     of ``group_size``: what ``affine_form`` stores and what the load-time hook hands over."""
     s, _, bias64 = _affine_params(scale, zero, bits, group_size, target, cols)
     return s, bias64.astype(np.float32)
+
+
+def affine_side(scale: np.ndarray, zero: np.ndarray | None, bits: int, group_size: int,
+                target: int, cols: int, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stored ``(scales, biases)`` of ``affine_form`` without touching the codes (the
+    streaming rewrite): BF16 as uint16 bits (only where every value is exact in BF16, else
+    ValueError), F32 as float32. ``scale`` / ``zero`` as ``canonical_side`` gives them."""
+    shape = tuple(scale.shape[:-1]) + (-(-cols // group_size),)
+    scale = _broadcast_groups(np.asarray(scale), "scale", shape)
+    if zero is not None:
+        zero = _broadcast_groups(np.asarray(zero), "zero point", shape)
+    s, _, bias64 = _affine_params(scale, zero, bits, group_size, target, cols)
+    bias32 = bias64.astype(np.float32)
+    if scale_dtype == "F32":
+        return np.ascontiguousarray(s, np.float32), np.ascontiguousarray(bias32)
+    if not (_bf16_exact(s) and bool((bias32.astype(np.float64) == bias64).all())
+            and _bf16_exact(bias32)):
+        raise ValueError("scales or biases are not exact in BF16")
+    return f32_to_bf16(s), f32_to_bf16(bias32)
 
 
 def _affine_params(scale, zero, bits, group_size, target, cols):
@@ -327,6 +342,17 @@ def mxfp8_form(codes: np.ndarray, scale: np.ndarray,
         return NoNativeForm(f"input width {cols} is not a multiple of 32 (MXFP8's group)")
     if bi % 32 and -(-cols // bi) > 1:
         return NoNativeForm(f"block width {bi} splits MXFP8's 32-wide groups")
+    scales = mxfp8_scales(scale, out, cols, block)
+    if not isinstance(scales, np.ndarray):
+        return scales
+    return NativeForm("mxfp8", 8, 32, _as_words(codes), scales, None,
+                      None, "U8", True, f"codes copied; {bo}x{bi} power-of-two scales as E8M0")
+
+
+def mxfp8_scales(scale: np.ndarray, out: int, cols: int,
+                 block: tuple[int, int]) -> np.ndarray | NoNativeForm:
+    """mxfp8's E8M0 bytes ``[..., out, cols/32]`` from power-of-two float32 block scales."""
+    bo, bi = block
     mant, exp = np.frexp(scale.astype(np.float64))
     if not (np.isfinite(scale).all() and (mant == 0.5).all()):
         return NoNativeForm("FP8 block scales are not all positive powers of two")
@@ -335,9 +361,7 @@ def mxfp8_form(codes: np.ndarray, scale: np.ndarray,
         return NoNativeForm("an FP8 block scale is outside E8M0's 2^-127 .. 2^127")
     rows = np.arange(out) // bo
     groups = (np.arange(cols // 32) * 32) // bi
-    scales = e8m0.astype(np.uint8)[..., rows, :][..., groups]
-    return NativeForm("mxfp8", 8, 32, _as_words(codes), np.ascontiguousarray(scales), None,
-                      None, "U8", True, f"codes copied; {bo}x{bi} power-of-two scales as E8M0")
+    return np.ascontiguousarray(e8m0.astype(np.uint8)[..., rows, :][..., groups])
 
 
 def nvfp4_form(packed: np.ndarray, scale_bytes: np.ndarray, global_value,

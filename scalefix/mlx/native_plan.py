@@ -11,35 +11,16 @@ exact answer is BF16, never a silently dropped or folded global scale).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import ScalefixError
 from ..formats.int_weights import IntWeight
-from .native_forms import AFFINE_BITS, AFFINE_GROUPS
+from .module_form import AFFINE_BITS, AFFINE_GROUPS, ModuleForm
 
 
-@dataclass(frozen=True)
-class NativeChoice:
-    mode: str                 # affine | mxfp4 | mxfp8
-    bits: int
-    group_size: int
-    scale_dtype: str          # BF16 | F32 | U8
-    shape: tuple[int, ...]    # logical [*lead, out, in]
-
-    @property
-    def parts(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """``{suffix: (safetensors dtype, shape)}`` of the module's stored tensors."""
-        lead, cols = self.shape[:-1], self.shape[-1]
-        out = {"weight": ("U32", lead + (cols * self.bits // 32,)),
-               "scales": (self.scale_dtype, lead + (cols // self.group_size,))}
-        if self.mode == "affine":
-            out["biases"] = (self.scale_dtype, lead + (cols // self.group_size,))
-        return out
-
-
-def choose(qw, bf16_biases: bool = False) -> NativeChoice | str:
+def choose(qw, bf16_biases: bool = False) -> ModuleForm | str:
     """The lossless native form of ``qw``, or why there is none."""
     shape = tuple(qw.shape)
     cols = shape[-1]
@@ -54,7 +35,7 @@ def choose(qw, bf16_biases: bool = False) -> NativeChoice | str:
                     "groups")
         symmetric_bf16 = qw.zero is None and qw.scale.dtype == "BF16"
         dtype = "BF16" if symmetric_bf16 or bf16_biases else "F32"
-        return NativeChoice("affine", qw.bits, target, dtype, shape)
+        return ModuleForm("affine", qw.bits, target, dtype, shape)
     if qw.scale_codec != "e8m0" or cols % 32:
         if qw.scale_codec == "e4m3":
             return ("NVFP4: mlx-lm's dense layers cannot apply the global scale; exact BF16 "
@@ -62,15 +43,15 @@ def choose(qw, bf16_biases: bool = False) -> NativeChoice | str:
         return "float block scales: no lossless MLX form (BF16 is exact)"
     if qw.codec == "e2m1" and qw.naming != "_blocks/_scales" and \
             qw.packing in (None, "low-first") and qw.geometry.block == (1, 32):
-        return NativeChoice("mxfp4", 4, 32, "U8", shape)
+        return ModuleForm("mxfp4", 4, 32, "U8", shape)
     if qw.codec == "e4m3" and qw.geometry.granularity in ("block", "tensor"):
         bi = qw.geometry.block[1]
         if bi % 32 == 0 or bi >= cols:
-            return NativeChoice("mxfp8", 8, 32, "U8", shape)
+            return ModuleForm("mxfp8", 8, 32, "U8", shape)
     return "E8M0 scales in a layout MLX's MX modes do not take"
 
 
-def build(qw, choice: NativeChoice, bf16_biases: bool = False):
+def build(qw, choice: ModuleForm, bf16_biases: bool = False):
     """The module's ``NativeForm`` from its data, in ``choice``'s dtypes."""
     from ..formats.dequant import load_scale
     from ..formats.int_codes import canonical

@@ -16,11 +16,8 @@ from ..formats.classify import Classification, QuantizedWeight
 from ..formats.conventions import COMFY_METADATA_KEY
 from ..formats.dequant import OUT_DTYPES
 from ..formats.header import TensorInfo
-from ..formats.writer import Entry, header_bytes
-
-DROP_REASONS = {"scale": "scale (applied)", "quant_param": "quantization parameter (applied)",
-                "activation_scale": "activation scale",
-                "orphan_scale": "orphan scale", "marker": "quantization marker"}
+from ..formats.writer import Entry
+from .target import DROP_REASONS, OutShard, TargetPlan, pack_shards  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -33,21 +30,9 @@ class OutTensor:
 
 
 @dataclass
-class OutShard:
-    filename: str
-    tensors: list                    # OutTensor, or anything with an ``entry``
-    metadata: dict[str, str]
+class Plan(TargetPlan):
+    """The BF16 (or F16 / F32) rewrite, and ``--rename-scales`` (``out_dtype`` "keep")."""
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.entry.nbytes for t in self.tensors)
-
-    def header(self) -> bytes:
-        return header_bytes([t.entry for t in self.tensors], self.metadata)
-
-
-@dataclass
-class Plan:
     classification: Classification
     out_dtype: str
     shards: list[OutShard] = field(default_factory=list)
@@ -84,6 +69,32 @@ class Plan:
                     t.source.file.stat().st_mtime_ns, t.action) for t in shard.tensors]
         doc = json.dumps([shard.filename, self.out_dtype, sources], sort_keys=True)
         return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
+
+    def shard_source_bytes(self, shard: OutShard) -> int:
+        return sum(t.source.nbytes for t in shard.tensors)
+
+    @property
+    def keeps_quantization_files(self) -> bool:
+        return self.out_dtype == "keep"
+
+    def validate(self) -> None:
+        from ..formats.dequant import validate
+        for tensor in self.tensors:
+            if tensor.qw is not None:
+                validate(tensor.qw)
+
+    def jobs(self, tensor):
+        from .shard_writer import tensor_jobs
+        return tensor_jobs(tensor, self.out_dtype)
+
+    def output_config(self) -> dict | None:
+        from .config_edit import rewritten_config
+        config = self.classification.bundle.config
+        if config is None:
+            return None
+        if self.keeps_quantization_files:
+            return self.new_config or config
+        return rewritten_config(config, self.out_dtype)
 
 
 def build_plan(result: Classification, out_dtype: str, max_shard_bytes: int,
@@ -124,24 +135,6 @@ def build_plan(result: Classification, out_dtype: str, max_shard_bytes: int,
     plan.shards = pack_shards(outputs, max_shard_bytes, base, single_file, metadata)
     _plan_config_changes(plan)
     return plan
-
-
-def pack_shards(outputs, max_bytes, base, single_file, metadata) -> list[OutShard]:
-    """Output tensors (anything with an ``entry``) in order, cut into shards of at most
-    ``max_bytes`` (a tensor larger than that gets a shard of its own)."""
-    groups: list[list[OutTensor]] = [[]]
-    size = 0
-    for out in outputs:
-        if groups[-1] and not single_file and size + out.entry.nbytes > max_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(out)
-        size += out.entry.nbytes
-    if len(groups) == 1:
-        return [OutShard(f"{base}.safetensors", groups[0], metadata)]
-    n = len(groups)
-    return [OutShard(f"{base}-{i + 1:05d}-of-{n:05d}.safetensors", g, metadata)
-            for i, g in enumerate(groups)]
 
 
 def _plan_config_changes(plan: Plan) -> None:

@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.bundle import INDEX_SUFFIX
-from ..formats.dequant import validate
 from ..interrupts import Interrupted
 from ..locate import cached_repo_name
 from . import space
 from . import staging as stage
 from .allocator import reuse_large_buffers
-from .config_edit import copy_other_files, files_to_copy, rewritten_config, write_json
+from .config_edit import copy_other_files, files_to_copy, write_json
 from .plan import Plan, build_plan, build_rename_plan
 from .progress import Progress, human_bytes
 from .shard_writer import write_shard
+from .target import TargetPlan
 
 if TYPE_CHECKING:
-    from .mlx_affine import AffineSpec
+    from .target import TargetSpec
 
 
 @dataclass
@@ -40,16 +40,13 @@ class Options:
     quiet: bool = False
     progress: bool | None = None      # None: only on a terminal
     rename_scales: str | None = None  # keep FP8, rename scales to this naming
-    affine: AffineSpec | None = None  # --to mlx-affine: re-quantize with mx.quantize
+    target: TargetSpec | None = None  # another output format (--to mlx, --to mlx-affine)
     space_check: bool = True          # refuse up front when DST's filesystem lacks the room
 
     @property
     def suffix(self) -> str:
-        if self.affine is not None and self.affine.native:
-            return "mlx" + (f"-rq{self.affine.bits}bit-g{self.affine.group_size}"
-                            if self.affine.requantize else "")
-        if self.affine is not None:
-            return f"mlx-{self.affine.bits}bit-g{self.affine.group_size}"
+        if self.target is not None:
+            return self.target.suffix
         return self.rename_scales or self.out_dtype
 
 
@@ -67,6 +64,8 @@ class Summary:
     bytes_out: int = 0
     seconds: float = 0.0
     requantization_sqnr: dict | None = None  # --to mlx-affine: min / median dB, worst module
+    notes: list[str] = field(default_factory=list)  # the target's own count lines
+    quality_notes: list[str] = field(default_factory=list)  # the target's error report
     disk_needed: int | None = None     # bytes this run writes, with the margin (see space.py)
     disk_free: int | None = None       # free on DST's filesystem, plus leftovers it replaces
 
@@ -114,22 +113,6 @@ def _base_name(bundle) -> str:
     return "model"
 
 
-def _validate_inputs(plan: Plan) -> None:
-    """Fail before writing anything: every scale decodes, every weight has its bytes."""
-    for tensor in plan.tensors:
-        if tensor.qw is not None:
-            _validate_weight(tensor.qw)
-
-
-def _validate_quantized(result) -> None:
-    for qw in result.quantized.values():
-        _validate_weight(qw)
-
-
-def _validate_weight(qw) -> None:
-    validate(qw)
-
-
 def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
     note = note or (lambda msg: print(f"scalefix: {msg}", file=sys.stderr))
     started = time.monotonic()
@@ -143,14 +126,11 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         raise ScalefixError("is in a shard but missing from the index: fix the index first",
                             file=bundle.index_path, tensor=bundle.unindexed[0])
     result = classify(bundle)
-    if options.affine is not None:
-        if single_file:
-            raise ScalefixError("--to mlx-affine writes an MLX bundle and needs the bundle's "
-                                "config.json: give the directory", file=src)
-        from .mlx_affine import build_affine_plan
-        from ..mlx.layout import layout_for
-        plan = build_affine_plan(result, options.affine, layout_for(bundle.config),
-                                 options.max_shard_bytes, _base_name(bundle))
+    if options.target is not None:
+        if single_file and not options.target.single_file_ok:
+            raise ScalefixError(options.target.single_file_refusal(), file=src)
+        plan = options.target.build_plan(result, options.max_shard_bytes, _base_name(bundle),
+                                         single_file)
     elif options.rename_scales:
         plan = build_rename_plan(result, options.rename_scales, options.max_shard_bytes,
                                  _base_name(bundle), single_file)
@@ -158,6 +138,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         plan = build_plan(result, options.out_dtype, options.max_shard_bytes,
                           _base_name(bundle), single_file)
     summary = Summary(str(src), None, "nothing-to-do", plan.counts(), plan.config_changes,
+                      notes=plan.count_lines(),
                       shards=len(plan.shards),
                       bytes_in=sum(h.file_size for h in bundle.headers.values()),
                       bytes_out=sum(s.nbytes for s in plan.shards))
@@ -168,10 +149,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
                                                                     single_file)
     summary.destination = str(dst)
     _check_destination(bundle.root, src, dst, single_file)
-    if options.affine is None:
-        _validate_inputs(plan)
-    else:
-        _validate_quantized(result)
+    plan.validate()
     reused = stage.reusable_shards(dst, plan) if options.resume and not single_file else set()
     reclaimed = _disk_space(plan, dst, single_file, options, reused, summary)
     if options.dry_run:
@@ -180,6 +158,7 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         return summary
     if options.space_check and summary.disk_needed is not None:
         space.check(dst, summary.disk_needed, summary.disk_free, reclaimed, len(reused))
+    summary.reused_shards = len(reused)
     try:
         _write(plan, dst, single_file, options, reused, note, summary)
     except Interrupted as exc:
@@ -195,7 +174,6 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
             raise
         raise ScalefixError(f"{os.strerror(code)} while writing it; " + _left_behind(
             dst, single_file, "free some space, then rerun with --resume"), file=dst) from None
-    summary.reused_shards = len(reused)
     summary.status = "written"
     summary.seconds = time.monotonic() - started
     return summary
@@ -215,7 +193,7 @@ def _disk_space(plan, dst: Path, single_file: bool, options: Options, reused: se
         reclaimed = space.tree_bytes(partial) if partial.is_file() else 0
     else:
         bundle = plan.classification.bundle
-        keeps = options.affine is None and plan.out_dtype == "keep"
+        keeps = plan.keeps_quantization_files
         configs = [bundle.root / "config.json"] if bundle.config is not None else []
         needed = space.output_bytes(plan, reused, files_to_copy(bundle, keeps), configs, block)
         reclaimed = stage.leftover_bytes(dst, reused if options.resume else None)
@@ -231,10 +209,8 @@ def _write(plan, dst: Path, single_file: bool, options: Options, reused: set[str
                         enabled=False if options.quiet else options.progress)
     pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
     try:
-        if options.affine is not None:
-            from .mlx_affine_write import write_affine_bundle
-            write_affine_bundle(plan, dst, options.resume, reused, progress, note, summary, pool)
-        elif single_file:
+        plan.begin(pool)
+        if single_file:
             _write_single(plan, dst, progress, pool)
         else:
             _write_bundle(plan, dst, options, reused, progress, note, summary, pool)
@@ -249,11 +225,11 @@ def _left_behind(dst: Path, single_file: bool, then: str) -> str:
     return stage.left_behind(dst, then)
 
 
-def _write_single(plan: Plan, dst: Path, progress: Progress, pool) -> None:
+def _write_single(plan: TargetPlan, dst: Path, progress: Progress, pool) -> None:
     (shard,) = plan.shards
     tmp = dst.with_name(f".{dst.name}.scalefix-partial")
     try:
-        write_shard(tmp, shard, plan.out_dtype, progress, pool)
+        write_shard(tmp, shard, plan.jobs, progress, pool)
         os.replace(tmp, dst)
         stage.fsync_dir(dst.parent)
     finally:
@@ -261,27 +237,27 @@ def _write_single(plan: Plan, dst: Path, progress: Progress, pool) -> None:
             tmp.unlink()
 
 
-def _write_bundle(plan: Plan, dst: Path, options: Options, reused: set[str], progress: Progress,
-                  note, summary: Summary, pool) -> None:
+def _write_bundle(plan: TargetPlan, dst: Path, options: Options, reused: set[str],
+                  progress: Progress, note, summary: Summary, pool) -> None:
     bundle = plan.classification.bundle
     staging = stage.prepare(dst, options.resume, note, reused)
     todo = []
     for shard in plan.shards:
         if shard.filename in reused:
-            progress.advance(sum(t.source.nbytes for t in shard.tensors))
+            progress.advance(plan.shard_source_bytes(shard))
         else:
             todo.append((shard, plan.shard_fingerprint(shard)))
     if reused:
         note(f"resuming: {len(reused)} finished shard(s) checked and reused")
 
     for shard, fingerprint in todo:  # one shard at a time; its chunks use every worker
-        write_shard(staging / f".{shard.filename}.tmp", shard, plan.out_dtype, progress, pool)
+        write_shard(staging / f".{shard.filename}.tmp", shard, plan.jobs, progress, pool)
         stage.commit_shard(staging, shard.filename, fingerprint)
-    keeps_quantization = plan.out_dtype == "keep"
-    summary.copied_files = copy_other_files(bundle, staging, keep_quant_files=keeps_quantization)
-    if bundle.config is not None:
-        config = (plan.new_config or bundle.config) if keeps_quantization else \
-            rewritten_config(bundle.config, plan.out_dtype)
+    plan.end(summary)
+    summary.copied_files = copy_other_files(bundle, staging,
+                                            keep_quant_files=plan.keeps_quantization_files)
+    config = plan.output_config()
+    if config is not None:
         write_json(staging / "config.json", config)
     stage.write_index(staging, plan.shards)  # the index goes in last
     stage.finish(staging, dst)
@@ -300,10 +276,7 @@ def render_summary(summary: Summary) -> str:
         lines.append(f"  disk: needs {human_bytes(summary.disk_needed)}, "
                      f"{human_bytes(summary.disk_free)} free on its filesystem"
                      + (" (not enough: the run would refuse)" if short else ""))
-    for scheme, n in sorted(counts.get("native", {}).items()):
-        lines.append(f"  native {n:9d}  {scheme} -> its lossless MLX form (codes kept)")
-    for scheme, n in sorted(counts.get("requantized", {}).items()):
-        lines.append(f"  re-quantized {n:3d}  {scheme} -> MLX affine (mx.quantize)")
+    lines += summary.notes
     for scheme, n in sorted(counts["dequantized"].items()):
         lines.append(f"  dequantized {n:6d}  {scheme}")
     if counts["cast_without_scale"]:
@@ -326,13 +299,7 @@ def render_summary(summary: Summary) -> str:
     if summary.seconds and summary.status == "written":
         rate = summary.bytes_out / summary.seconds
         lines.append(f"  {summary.seconds:.1f} s, {human_bytes(rate)}/s written")
-    quality = summary.requantization_sqnr
-    if quality:
-        lines.append(f"  affine error vs the exact decode (mx.dequantize): SQNR min "
-                     f"{quality['min_db']} dB ({quality['worst']}), median "
-                     f"{quality['median_db']} dB over {quality['modules']} module(s)"
-                     + (" written this run (reused shards not re-measured)"
-                        if summary.reused_shards else ""))
+    lines += summary.quality_notes
     if summary.status == "written" and "requantized" not in counts:
         lines.append(f"check it: scalefix verify {summary.source} {summary.destination}")
     return "\n".join(lines)

@@ -23,10 +23,8 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,13 +32,13 @@ from ..errors import ScalefixError
 from ..formats.codecs import table
 from ..formats.classify import WEIGHT_CODECS
 from ..formats.dequant import STORAGE, decode_rows, encode, load_scale, row_bytes
-from .plan import OutShard, OutTensor
+from .plan import OutTensor
 from .progress import Progress
+from .target import Job, OutShard, copy_jobs
 
 ALIGN = 4096                       # O_DIRECT granularity (offsets, lengths, addresses)
 SEGMENT = 8 << 20                  # output bytes per write
 RING_BYTES = 48 << 20              # output bytes staged at most (whole segments)
-COPY_CHUNK = 4 << 20               # source bytes per job when copying
 DEQUANT_CHUNK_ELEMENTS = 2 << 20   # elements per decoded row block (4 MB of BF16)
 READERS, WRITERS = 4, 2            # I/O threads: direct I/O is synchronous, queue depth is threads
 O_DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (macOS)
@@ -210,26 +208,6 @@ class OutputFile:
         self.direct = False
 
 
-@dataclass(frozen=True)
-class Job:
-    """One chunk: read ``src_len`` bytes at ``src_offset`` of ``src_file``, then ``fill``
-    ``out_len`` output bytes from them. ``consumed``: source bytes it accounts for."""
-
-    src_file: Path
-    src_offset: int
-    src_len: int
-    out_len: int
-    fill: Callable[[np.ndarray, np.ndarray], None]   # (source bytes, output bytes)
-
-    @property
-    def consumed(self) -> int:
-        return self.src_len
-
-
-def _copy(raw: np.ndarray, out: np.ndarray) -> None:
-    np.copyto(out, raw)
-
-
 def _lookup(lut: np.ndarray, raw: np.ndarray, out: np.ndarray) -> None:
     """One output element per source byte, from a 256-entry table of encoded values."""
     np.take(lut, raw, out=out.view(lut.dtype), mode="clip")
@@ -241,13 +219,11 @@ def _dequant(qw, scale: np.ndarray, out_dtype: str, start: int, n: int, raw: np.
                 out=out.view(STORAGE[out_dtype]).reshape(n, qw.geometry.cols))
 
 
-def _jobs(tensor: OutTensor, out_dtype: str):
+def tensor_jobs(tensor: OutTensor, out_dtype: str):
     """The jobs of one tensor, in output order."""
     src, qw = tensor.source, tensor.qw
     if tensor.action in ("copy", "rename"):
-        for start in range(0, src.nbytes, COPY_CHUNK):
-            n = min(COPY_CHUNK, src.nbytes - start)
-            yield Job(src.file, src.offset + start, n, n, _copy)
+        yield from copy_jobs(src)
     elif qw is None:  # FP8 without a scale: the codes' own values (scale 1), one lookup each
         lut = np.ascontiguousarray(encode(table(WEIGHT_CODECS[src.dtype]), out_dtype))
         for start in range(0, src.nbytes, DEQUANT_CHUNK_ELEMENTS):
@@ -271,9 +247,12 @@ def _jobs(tensor: OutTensor, out_dtype: str):
                       n * cols * itemsize, partial(_dequant, qw, scale, out_dtype, start, n))
 
 
+_NOTHING = np.empty(0, dtype=np.uint8)
+
+
 def _run(job: Job, read, pieces: list[np.ndarray]) -> None:
     """Worker: decode one job into its output piece(s) once its bytes are read."""
-    raw = read.result()
+    raw = read.result() if read is not None else _NOTHING
     if len(pieces) == 1:
         job.fill(raw, pieces[0])
         return
@@ -289,12 +268,13 @@ def _scatter(data: np.ndarray, pieces: list[np.ndarray]) -> None:
         at += len(piece)
 
 
-def write_shard(path: Path, shard: OutShard, out_dtype: str, progress: Progress,
+def write_shard(path: Path, shard: OutShard, jobs_of, progress: Progress,
                 pool: ThreadPoolExecutor | None = None, window: int = 8,
                 direct: bool = True) -> None:
-    """Write ``shard`` to ``path`` and fsync it (``direct``: O_DIRECT where possible)."""
+    """Write ``shard`` to ``path`` and fsync it (``direct``: O_DIRECT where possible);
+    ``jobs_of(tensor)``: the jobs of each planned tensor (``TargetPlan.jobs``)."""
     header = shard.header()
-    jobs = [job for tensor in shard.tensors for job in _jobs(tensor, out_dtype)]
+    jobs = [job for tensor in shard.tensors for job in jobs_of(tensor)]
     size = len(header) + sum(job.out_len for job in jobs)
     if size != len(header) + shard.nbytes:  # every offset in the header depends on it
         raise AssertionError(f"{shard.filename}: jobs give {size - len(header)} bytes, "
@@ -325,8 +305,11 @@ def write_shard(path: Path, shard: OutShard, out_dtype: str, progress: Progress,
                 retire()
             if not output.fits(end):
                 output.complete(position)
+            if job.prepare is not None:
+                job.prepare()
             buf = free.pop()
-            read = reader.submit(sources.read, job.src_file, job.src_offset, job.src_len, buf)
+            read = None if job.src_file is None else reader.submit(
+                sources.read, job.src_file, job.src_offset, job.src_len, buf)
             pieces = output.views(position, job.out_len)
             in_flight.append((pool.submit(_run, job, read, pieces), job, buf, end))
             position = end

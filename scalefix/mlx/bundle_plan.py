@@ -1,18 +1,25 @@
-"""``rewrite --to mlx-affine``: FP4 (optionally FP8) weights decoded exactly, then re-quantized
-with MLX's own ``mx.quantize`` into an MLX bundle mlx-lm loads.
+"""The MLX bundle target of ``rewrite`` (``--to mlx``, ``--to mlx-affine``): the plan.
+
+``--to mlx``: each quantized module in its lossless native MLX form (``native_plan``), else
+exact BF16, else (``--requantize``) ``mx.quantize``. ``--to mlx-affine``: FP4 (optionally FP8)
+weights decoded exactly, then re-quantized with MLX's own ``mx.quantize``. Both are a
+``rewrite.target.TargetPlan``: rewrite streams the planned shards, this room says how each
+planned tensor's bytes are made (``bundle_write``).
 
 Why not copy the FP4 codes and E8M0 exponents across: that is only valid for MLX's ``mxfp4``
 mode, and the community shortcut ``scale=(max-min)/15, bias=min`` is not MLX's affine formula
 (formats.md section 3). The only exact route is decode -> ``mx.quantize``.
 
-Layout: mlx-lm's own sanitize for the model type (``scalefix.mlx.layout``), run on decoded BF16
-tensors exactly as mlx-lm would run it on a BF16 checkpoint; the tensors that came from a
-selected quantized weight are then re-quantized. The output headers are planned first from
-one lazy, allocation-free sanitize pass over the whole checkpoint (MLX arrays are lazy), so
-shards stream and ``--resume`` works as for the BF16 rewrite. Writing goes layer by layer:
-the layer's tensors are decoded for real, every other tensor is a lazy stand-in that is
-never evaluated, and only the layer's outputs are. Memory: about two layers, decoded
-(the layer's sources and the output being stacked).
+Layout: mlx-lm's own sanitize for the model type (``layout``), run on decoded BF16 tensors
+exactly as mlx-lm would run it on a BF16 checkpoint; the tensors that came from a selected
+quantized weight are then re-quantized. The output headers are planned first from one lazy,
+allocation-free sanitize pass over the whole checkpoint (MLX arrays are lazy), so shards
+stream and ``--resume`` works as for the BF16 rewrite. The same pass records which outputs
+are a source passed through under a new name (``Output.source``): those stream straight
+from the source bytes (a copy, a repack of the codes, the small scales computed per
+module), at the speed of the disk. The rest (stacked, split or re-quantized tensors) are
+made layer by layer: the layer's tensors are decoded for real, every other tensor is a lazy
+stand-in that is never evaluated. Memory: about two layers, decoded.
 """
 
 from __future__ import annotations
@@ -20,22 +27,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import ScalefixError
 from ..formats.classify import Classification, QuantizedWeight
 from ..formats.conventions import COMFY_METADATA_KEY
 from ..formats.header import TensorInfo
 from ..formats.writer import Entry
-from ..mlx.layout import Layout, unit_of
-from .plan import DROP_REASONS, OutShard, pack_shards
-
-BITS = (2, 3, 4, 5, 6, 8)
-GROUP_SIZES = (32, 64, 128)
+from ..rewrite.target import DROP_REASONS, OutShard, TargetPlan, TargetSpec, pack_shards
+from .layout import Layout, layout_for, unit_of
+from .module_form import AFFINE_BITS, AFFINE_GROUPS, ModuleForm, quantization_entry
 
 
 @dataclass(frozen=True)
-class AffineSpec:
+class MlxSpec(TargetSpec):
     """``--to mlx-affine``: re-quantize FP4 (and FP8 with ``include_fp8``). ``--to mlx``
     (``native``): each module's lossless native form, else exact BF16, else (``requantize``)
     ``mx.quantize`` at ``bits`` / ``group_size``."""
@@ -47,30 +52,49 @@ class AffineSpec:
     requantize: bool = True
     bf16_biases: bool = False
 
+    single_file_ok = False
+
+    @property
+    def suffix(self) -> str:
+        if self.native:
+            return "mlx" + (f"-rq{self.bits}bit-g{self.group_size}" if self.requantize else "")
+        return f"mlx-{self.bits}bit-g{self.group_size}"
+
+    def single_file_refusal(self) -> str:
+        return (f"--to {'mlx' if self.native else 'mlx-affine'} writes an MLX bundle and needs "
+                "the bundle's config.json: give the directory")
+
+    def build_plan(self, result: Classification, max_shard_bytes: int, base: str,
+                   single_file: bool) -> MlxPlan:
+        return build_mlx_plan(result, self, layout_for(result.bundle.config), max_shard_bytes,
+                              base)
+
     def kind(self, qw) -> tuple[str, object]:
-        """("native" | "requantize" | "dequant", the native choice or why there is none)."""
+        """("native" | "requantize" | "dequant", the native form or why there is none)."""
         if not self.native:
             return ("requantize" if self.selects(qw) else "dequant"), None
-        from ..mlx.native_plan import NativeChoice, choose
+        from .native_plan import choose
         choice = choose(qw, self.bf16_biases)
-        if isinstance(choice, NativeChoice):
+        if isinstance(choice, ModuleForm):
             return "native", choice
         return ("requantize" if self.requantize else "dequant"), choice
 
     def validate(self) -> None:
-        if self.bits not in BITS:
-            raise ScalefixError(f"--bits must be one of {', '.join(map(str, BITS))} (MLX "
-                                f"affine), not {self.bits}")
-        if self.group_size not in GROUP_SIZES:
-            raise ScalefixError(f"--group-size must be one of "
-                                f"{', '.join(map(str, GROUP_SIZES))}, not {self.group_size}")
+        if self.bits not in AFFINE_BITS:
+            raise ScalefixError(f"--bits must be one of {', '.join(map(str, AFFINE_BITS))} "
+                                f"(MLX affine), not {self.bits}")
+        if self.group_size not in AFFINE_GROUPS:
+            groups = sorted(AFFINE_GROUPS)
+            raise ScalefixError(f"--group-size must be one of {', '.join(map(str, groups))}, "
+                                f"not {self.group_size}")
 
     def selects(self, qw: QuantizedWeight) -> bool:
         return qw.codec == "e2m1" or (self.include_fp8 and qw.codec in ("e4m3", "e5m2"))
 
     @property
     def params(self) -> dict:
-        return {"group_size": self.group_size, "bits": self.bits, "mode": "affine"}
+        """The quantization entry of a re-quantized module."""
+        return quantization_entry("affine", self.bits, self.group_size)
 
 
 @dataclass(frozen=True)
@@ -82,7 +106,7 @@ class Source:
     kind: str                       # "native" | "requantize" | "dequant" | "cast" | "copy"
     qw: QuantizedWeight | None = None
     part: str = ""                  # native: "weight" | "scales" | "biases"
-    choice: object = None           # native: its NativeChoice
+    choice: ModuleForm | None = None  # native: its form
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,8 @@ class Output:
     entry: Entry
     tensor: str                     # the post-sanitize tensor it comes from
     part: str                       # "weight" | "scales" | "biases" | "plain"
+    source: Source | None = None    # the source it passes through unchanged (streamed)
+    counts_for: int = 0             # source bytes it accounts for on the progress bar
 
 
 @dataclass
@@ -103,16 +129,16 @@ class Unit:
 
 
 @dataclass
-class AffinePlan:
+class MlxPlan(TargetPlan):
     classification: Classification
-    spec: AffineSpec
+    spec: MlxSpec
     layout: Layout
     sources: list[Source]
     units: list[Unit]
     shards: list[OutShard]
     modules: list[str]                               # re-quantized MLX module paths
     kept_bf16: list[str] = field(default_factory=list)  # FP8 whose input dim fits no group
-    native: dict[str, dict] = field(default_factory=dict)  # MLX module -> its native params
+    native: dict[str, ModuleForm] = field(default_factory=dict)  # MLX module -> its form
     not_native: dict[str, str] = field(default_factory=dict)  # weight -> why (--to mlx)
     dropped: dict[str, str] = field(default_factory=dict)
     config_changes: list[str] = field(default_factory=list)
@@ -145,6 +171,44 @@ class AffinePlan:
                           [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]])
         return hashlib.sha256(shard.header() + doc.encode()).hexdigest()
 
+    # --- what rewrite's writer asks of a target (rewrite.target.TargetPlan) ---------------
+
+    def shard_source_bytes(self, shard: OutShard) -> int:
+        return sum(o.counts_for for o in shard.tensors)
+
+    def validate(self) -> None:
+        from ..formats.dequant import validate
+        for qw in self.classification.quantized.values():
+            validate(qw)
+
+    def begin(self, pool) -> None:
+        from .bundle_write import BundleWriter
+        self._writer = BundleWriter(self, pool)
+
+    def jobs(self, tensor: Output):
+        return self._writer.jobs(tensor)
+
+    def end(self, summary) -> None:
+        from .bundle_write import sqnr_summary
+        quality = summary.requantization_sqnr = sqnr_summary(self._writer.sqnr)
+        if quality:
+            summary.quality_notes.append(
+                f"  affine error vs the exact decode (mx.dequantize): SQNR min "
+                f"{quality['min_db']} dB ({quality['worst']}), median "
+                f"{quality['median_db']} dB over {quality['modules']} module(s)"
+                + (" written this run (reused shards not re-measured)"
+                   if summary.reused_shards else ""))
+
+    def count_lines(self) -> list[str]:
+        counts = self.counts()
+        return ([f"  native {n:9d}  {scheme} -> its lossless MLX form (codes kept)"
+                 for scheme, n in sorted(counts["native"].items())]
+                + [f"  re-quantized {n:3d}  {scheme} -> MLX affine (mx.quantize)"
+                   for scheme, n in sorted(counts["requantized"].items())])
+
+    def output_config(self) -> dict:
+        return mlx_config(self.classification.bundle.config or {}, self)
+
 
 def module_weight_name(qw: QuantizedWeight) -> str:
     """``<module>.weight``, the name mlx-lm's sanitizers expect for a module's weight."""
@@ -152,7 +216,7 @@ def module_weight_name(qw: QuantizedWeight) -> str:
     return name if name.endswith(".weight") else f"{name}.weight"
 
 
-def _sources(result: Classification, spec: AffineSpec, plan_dropped: dict,
+def _sources(result: Classification, spec: MlxSpec, plan_dropped: dict,
              not_native: dict) -> list[Source]:
     bundle = result.bundle
     order = {path: i for i, path in enumerate(bundle.headers)}
@@ -198,13 +262,13 @@ def output_shape(source: Source) -> tuple[int, ...]:
 
 def output_dtype(mx, source: Source):
     """The MLX dtype ``source`` is handed to sanitize as (decoded weights: bfloat16)."""
-    from ..mlx.arrays import mx_dtype
+    from .arrays import mx_dtype
     if source.kind == "native":
         return mx_dtype(source.choice.parts[source.part][0])
     return mx.bfloat16 if source.kind != "copy" else mx_dtype(source.info.dtype)
 
 
-def _tagged_placeholder(mx, source: Source, spec: AffineSpec):
+def _tagged_placeholder(mx, source: Source, spec: MlxSpec):
     """A lazy array (nothing allocated) with the source's output shape. Weights to
     re-quantize are tagged by a dtype no checkpoint tensor is handed as: float64 for FP4
     (must be re-quantized), complex64 for FP8 under --include-fp8 (BF16 where the group
@@ -216,16 +280,21 @@ def _tagged_placeholder(mx, source: Source, spec: AffineSpec):
     return mx.zeros(output_shape(source), dtype=output_dtype(mx, source))
 
 
-def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
+def _plan_outputs(mx, sources: list[Source], spec: MlxSpec, layout: Layout):
     """The outputs of a lazy sanitize pass over the whole checkpoint, in order; the
-    re-quantized modules; the FP8 weights kept BF16 because their input dim fits no group."""
-    from ..mlx.arrays import safetensors_dtype
+    re-quantized modules; the FP8 weights kept BF16 because their input dim fits no group.
+    An output that is one of the placeholders themselves (sanitize only renamed it) records
+    its source: it can be streamed from the source bytes."""
+    from .arrays import safetensors_dtype
     placeholders = {s.name: _tagged_placeholder(mx, s, spec) for s in sources}
+    by_id = {id(array): source for source, array in zip(sources, placeholders.values())}
+    held = list(placeholders.values())  # alive while ids are compared: no id is reused
     outputs, modules, kept = [], [], []
     for name, array in sanitize_parts(layout, placeholders, sources).items():
         if array.dtype not in (mx.float64, mx.complex64):
-            outputs.append(Output(Entry(name, safetensors_dtype(array), tuple(array.shape)),
-                                  name, "plain"))
+            entry = Entry(name, safetensors_dtype(array), tuple(array.shape))
+            outputs.append(Output(entry, name, "plain",
+                                  _streamable(by_id.get(id(array)), entry)))
             continue
         if not name.endswith(".weight") or array.ndim < 2:
             raise ScalefixError(f"{layout.name} turned a quantized weight into {name!r}, "
@@ -246,7 +315,18 @@ def _plan_outputs(mx, sources: list[Source], spec: AffineSpec, layout: Layout):
             Output(Entry(f"{module}.biases", "BF16", lead + (cols // spec.group_size,)), name,
                    "biases")]
         modules.append(module)
+    del held
     return outputs, modules, kept
+
+
+def _streamable(source: Source | None, entry: Entry) -> Source | None:
+    """``source`` when its output bytes can be made from its own bytes alone: copied as
+    stored, decoded to BF16 as the BF16 rewrite decodes it, or a native part."""
+    if source is None or source.kind == "requantize":
+        return None
+    if source.kind == "copy" and source.info.nbytes != entry.nbytes:
+        return None  # sub-byte dtypes are handed to MLX flat: not a rename
+    return source
 
 
 def sanitize_parts(layout: Layout, arrays: dict, sources: list[Source]) -> dict:
@@ -274,8 +354,8 @@ def sanitize_parts(layout: Layout, arrays: dict, sources: list[Source]) -> dict:
     return out
 
 
-def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str, dict]:
-    """MLX module path -> {group_size, bits, mode} of every native module after sanitize
+def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str, ModuleForm]:
+    """MLX module path -> the ``ModuleForm`` of every native module after sanitize
     (which may rename and stack them): read off the stored shapes against the logical input
     width from a second lazy pass, the way mlx-lm itself infers them."""
     if not any(s.kind == "native" for s in sources):
@@ -302,12 +382,13 @@ def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str
                                 "no logical weight: not supported", tensor=name)
         bits, group = weight.shape[-1] * 32 // cols, cols // entry.shape[-1]
         mode = "affine" if entry.dtype != "U8" else {4: "mxfp4", 8: "mxfp8"}[bits]
-        found[module] = {"group_size": group, "bits": bits, "mode": mode}
+        found[module] = ModuleForm(mode, bits, group, entry.dtype,
+                                   tuple(weight.shape[:-1]) + (cols,))
     return found
 
 
-def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
-                      max_shard_bytes: int, base: str) -> AffinePlan:
+def build_mlx_plan(result: Classification, spec: MlxSpec, layout: Layout,
+                   max_shard_bytes: int, base: str) -> MlxPlan:
     import mlx.core as mx
 
     spec.validate()
@@ -319,7 +400,7 @@ def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
     dropped: dict[str, str] = {}
     not_native: dict[str, str] = {}
     sources = _sources(result, spec, dropped, not_native)
-    plan = AffinePlan(result, spec, layout, sources, units=[], shards=[], modules=[],
+    plan = MlxPlan(result, spec, layout, sources, units=[], shards=[], modules=[],
                       dropped=dropped, not_native=not_native)
     if plan.nothing_to_do:
         return plan
@@ -334,6 +415,10 @@ def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
     for out in outputs:
         units.setdefault(unit_of(out.tensor), Unit(unit_of(out.tensor))).outputs.append(out)
     plan.units = [units[key] for key in sorted(units)]
+    for unit in plan.units:  # a unit's source bytes are counted once its last output is made
+        if unit.outputs:
+            unit.outputs[-1] = replace(unit.outputs[-1], counts_for=sum(
+                s.info.nbytes for s in unit.sources))
     outputs = [o for u in plan.units for o in u.outputs]  # written unit by unit
     clash = [n for n, c in Counter(o.entry.name for o in outputs).items() if c > 1]
     if clash:
@@ -345,7 +430,7 @@ def build_affine_plan(result: Classification, spec: AffineSpec, layout: Layout,
     return plan
 
 
-def _config_changes(plan: AffinePlan) -> list[str]:
+def _config_changes(plan: MlxPlan) -> list[str]:
     spec, changes = plan.spec, []
     config = plan.classification.bundle.config or {}
     for where, holder in (("config.json", config), ("config.json:text_config",
@@ -378,14 +463,14 @@ def _config_changes(plan: AffinePlan) -> list[str]:
     return changes
 
 
-def mlx_config(config: dict, plan: AffinePlan) -> dict:
+def mlx_config(config: dict, plan: MlxPlan) -> dict:
     """config.json for mlx-lm: the source's quantization config gone, MLX's in its place,
     with one entry per re-quantized module (what mlx-lm's class_predicate looks up)."""
-    from .config_edit import rewritten_config
+    from ..rewrite.target import rewritten_config
     new = rewritten_config(config, "bf16")
     quantization = dict(plan.spec.params)
     quantization.update({m: dict(plan.spec.params) for m in sorted(plan.modules)})
-    quantization.update({m: dict(params) for m, params in sorted(plan.native.items())})
+    quantization.update({m: form.entry for m, form in sorted(plan.native.items())})
     new["quantization"] = quantization
     new["quantization_config"] = dict(quantization)
     return new

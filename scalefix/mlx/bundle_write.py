@@ -1,14 +1,14 @@
-"""Writing ``rewrite --to mlx-affine``'s plan: per unit (layer) decode, mlx-lm sanitize,
-``mx.quantize``; outputs appended to the planned shards in order; the same staging, fsync,
-``.done`` markers and final rename as the BF16 rewrite. MLX is imported on first use."""
+"""Making the MLX bundle's tensors (``bundle_plan.MlxPlan``) as ``rewrite`` jobs: streamed
+from the source bytes where sanitize only renamed them, else per unit (layer): decode, mlx-lm
+sanitize, ``mx.quantize``. rewrite's writer puts them in the planned shards, with its staging,
+fsync, ``.done`` markers, ``--resume`` and final rename. MLX is imported on first use."""
 
 from __future__ import annotations
 
 import math
-import os
 import threading
+from dataclasses import replace
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -17,10 +17,9 @@ from ..formats.classify import WEIGHT_CODECS
 from ..formats.codecs import bf16_to_f32, decode, f32_to_bf16
 from ..formats.dequant import dequantize
 from ..formats.tensor_data import read_raw
-from . import staging as stage
-from .config_edit import copy_other_files, write_json
-from .mlx_affine import (AffinePlan, AffineSpec, Source, Unit, mlx_config, output_dtype,
-                         output_shape, sanitize_parts)
+from ..rewrite.target import Job
+from .bundle_plan import (MlxPlan, MlxSpec, Output, Source, Unit, output_dtype, output_shape,
+                          sanitize_parts)
 
 
 def _decoded(source: Source):
@@ -34,13 +33,13 @@ def _decoded(source: Source):
     return None
 
 
-def _unit_sources(plan: AffinePlan, unit: Unit, pool, sqnr: dict) -> dict:
+def _unit_sources(plan: MlxPlan, unit: Unit, pool, sqnr: dict) -> dict:
     """The unit's sources as MLX arrays, decoded (or encoded to native forms) in the pool;
     a native form stored inexactly on request (``--bf16-biases``) reports its SQNR."""
     import mlx.core as mx
 
-    from ..mlx.arrays import bf16_array, read_array
-    from ..mlx.native_plan import build
+    from .arrays import bf16_array, read_array
+    from .native_plan import build
 
     plain = [s for s in unit.sources if s.kind != "native"]
     native = {s.qw.name: s for s in unit.sources if s.kind == "native" and s.part == "weight"}
@@ -60,7 +59,7 @@ def _unit_sources(plan: AffinePlan, unit: Unit, pool, sqnr: dict) -> dict:
     return out
 
 
-def standins(plan: AffinePlan) -> dict:
+def standins(plan: MlxPlan) -> dict:
     """Every source as a lazy array of its shape and dtype, never evaluated: sanitizers look
     at the whole checkpoint (mixtral checks layer 0's experts before stacking any layer), so
     each layer is sanitized beside stand-ins for all the others. Float stand-ins are NaN, so
@@ -78,7 +77,7 @@ def standins(plan: AffinePlan) -> dict:
 QUANTIZE_ELEMENTS = 1 << 20  # elements per block: temporaries stay under glibc's mmap threshold
 
 
-def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict, pool):
+def unit_arrays(plan: MlxPlan, unit: Unit, stand_ins: dict, sqnr: dict, pool):
     """Yield ``(output name, evaluated MLX array)`` for every output of ``unit``, one module
     at a time so only the unit's decoded sources and one sanitized tensor are alive at once;
     the SQNR of each re-quantized module goes into ``sqnr``."""
@@ -113,7 +112,7 @@ def unit_arrays(plan: AffinePlan, unit: Unit, stand_ins: dict, sqnr: dict, pool)
         yield f"{module}.biases", biases
 
 
-def quantize_rows(mx, w, spec: AffineSpec, pool):
+def quantize_rows(mx, w, spec: MlxSpec, pool):
     """``mx.quantize(w)`` a block of rows at a time (affine groups run along the last axis,
     so the result is the same bits as one call), with the (signal, noise) energies of the
     result against ``w`` by MLX's own ``mx.dequantize``: what the user gives up by going to
@@ -134,7 +133,7 @@ def quantize_rows(mx, w, spec: AffineSpec, pool):
 _thread = threading.local()
 
 
-def _quantize_block(mx, spec: AffineSpec, w, block: tuple[int, int]):
+def _quantize_block(mx, spec: MlxSpec, w, block: tuple[int, int]):
     """Rows ``block`` of ``w`` (evaluated), on this thread's own stream (MLX streams belong to
     a thread, so even the slicing happens here): (q, scales, biases, signal, noise)."""
     if getattr(_thread, "stream", None) is None:
@@ -167,98 +166,93 @@ def sqnr_summary(sqnr: dict[str, float]) -> dict | None:
             "median_db": round(ordered[len(ordered) // 2][1], 2), "modules": len(ordered)}
 
 
-class ShardSequence:
-    """The planned shards, written one after another as units produce their tensors: each
-    shard's header comes from the plan, its tensors are appended in plan order, and it is
-    fsynced and committed once complete. Shards reused by ``--resume`` are skipped."""
+class BundleWriter:
+    """The jobs of every planned output (``MlxPlan.jobs``). A unit whose outputs all pass a
+    source through (``Output.source``) streams from the source bytes (``native_stream``, or
+    the BF16 rewrite's own decode jobs); any other unit is made by MLX, one unit at a time,
+    on the writing thread (``Job.prepare``: it uses the workers itself), each output then
+    copied into the shard in chunks by the workers."""
 
-    def __init__(self, plan: AffinePlan, staging: Path, reused: set[str], commit):
-        self._plan, self._staging, self._reused, self._commit = plan, staging, reused, commit
-        self._shard_of = {o.entry.name: i for i, s in enumerate(plan.shards) for o in s.tensors}
-        self._entries = {o.entry.name: o.entry for s in plan.shards for o in s.tensors}
-        self._left = [len(s.tensors) for s in plan.shards]
-        self._next = {i: iter([o.entry.name for o in s.tensors])
-                      for i, s in enumerate(plan.shards)}
-        self._open: tuple[int, object] | None = None
+    def __init__(self, plan: MlxPlan, pool):
+        from .native_stream import NativeModules
 
-    def wanted(self, unit: Unit) -> bool:
-        return any(self._plan.shards[self._shard_of[o.entry.name]].filename not in self._reused
-                   for o in unit.outputs)
+        self.plan, self.pool = plan, pool
+        self.sqnr: dict[str, float] = {}
+        self._sqnr_lock = threading.Lock()
+        self._native = NativeModules(plan.spec.bf16_biases, self.sqnr, self._sqnr_lock)
+        self._unit_of = {o.entry.name: unit for unit in plan.units for o in unit.outputs}
+        self._streams = {id(unit): all(o.source is not None for o in unit.outputs)
+                         for unit in plan.units}
+        self._stand_ins = None
+        self._made: tuple[Unit, object] | None = None   # the unit MLX is making, its outputs
 
-    def write(self, name: str, array) -> None:
-        from ..mlx.arrays import array_bytes, safetensors_dtype
-        index = self._shard_of[name]
-        shard = self._plan.shards[index]
-        if shard.filename in self._reused:
+    def jobs(self, out: Output) -> list[Job]:
+        unit = self._unit_of[out.entry.name]
+        jobs = self._streamed(out) if self._streams[id(unit)] else self._computed(out, unit)
+        jobs = [replace(job, counts_for=0) for job in jobs] or [
+            Job(None, 0, 0, 0, _nothing, counts_for=0)]
+        jobs[-1] = replace(jobs[-1], counts_for=out.counts_for)
+        return jobs
+
+    def _streamed(self, out: Output) -> list[Job]:
+        from ..rewrite.target import bf16_jobs, copy_jobs
+
+        source = out.source
+        if source.kind == "native":
+            return self._native.jobs(source, out.entry.nbytes)
+        if source.kind == "copy":
+            return list(copy_jobs(source.info))
+        return list(bf16_jobs(out.entry, source.info, source.qw))  # dequant / cast
+
+    def _computed(self, out: Output, unit: Unit) -> list[Job]:
+        held = _Held()
+        size = out.entry.nbytes
+        starts = list(range(0, size, OUTPUT_CHUNK)) or [0]
+        held.left = len(starts)
+        return [Job(None, 0, 0, min(OUTPUT_CHUNK, size - start), partial(_copy_out, held, start),
+                    partial(self._make, out, unit, held) if i == 0 else None)
+                for i, start in enumerate(starts)]
+
+    def _make(self, out: Output, unit: Unit, held: _Held) -> None:
+        """Writing thread: MLX makes ``unit``'s outputs in order up to ``out`` (outputs of a
+        shard reused by ``--resume`` are made and dropped)."""
+        from .arrays import array_bytes, safetensors_dtype
+
+        if self._made is None or self._made[0] is not unit:
+            if self._stand_ins is None:
+                self._stand_ins = standins(self.plan)
+            self._made = (unit, unit_arrays(self.plan, unit, self._stand_ins, self.sqnr,
+                                            self.pool))
+        for name, array in self._made[1]:
+            if name != out.entry.name:
+                continue
+            entry = out.entry
+            if (safetensors_dtype(array), tuple(array.shape)) != (entry.dtype, entry.shape):
+                raise ScalefixError(f"internal: got {safetensors_dtype(array)} "
+                                    f"{list(array.shape)}, planned {entry.dtype} "
+                                    f"{list(entry.shape)}", tensor=name)
+            held.data = np.frombuffer(array_bytes(array), dtype=np.uint8)
             return
-        if self._open is None or self._open[0] != index:
-            self._close()
-            fh = open(self._staging / f".{shard.filename}.tmp", "wb")
-            fh.write(shard.header())
-            self._open = (index, fh)
-        entry, expected = self._entries[name], next(self._next[index], None)
-        if name != expected:  # the header's offsets assume the plan's order
-            raise ScalefixError(f"internal: got {name}, the plan has {expected} next",
-                                file=shard.filename)
-        if (safetensors_dtype(array), tuple(array.shape)) != (entry.dtype, entry.shape):
-            raise ScalefixError(f"internal: got {safetensors_dtype(array)} "
-                                f"{list(array.shape)}, planned {entry.dtype} "
-                                f"{list(entry.shape)}", tensor=name)
-        self._open[1].write(array_bytes(array))
-        self._left[index] -= 1
-        if self._left[index] == 0:
-            self._close()
-
-    def _close(self) -> None:
-        if self._open is None:
-            return
-        index, fh = self._open
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        self._open = None  # only now: a failed flush (disk full) is left to abort()
-        if self._left[index]:
-            raise ScalefixError("internal: shard closed before all its tensors were written",
-                                file=self._plan.shards[index].filename)
-        shard = self._plan.shards[index]
-        self._commit(shard.filename, self._plan.shard_fingerprint(shard))
-
-    def abort(self) -> None:
-        """Close and remove the shard being written: it is incomplete, and on a full disk
-        its space is what the user needs back."""
-        if self._open is not None:
-            index, fh = self._open
-            self._open = None
-            try:
-                fh.close()
-            except OSError:
-                pass  # flushing what the disk refused fails again; the file is closed anyway
-            (self._staging / f".{self._plan.shards[index].filename}.tmp").unlink(missing_ok=True)
+        raise ScalefixError(f"internal: {unit.key} made no {out.entry.name}")
 
 
-def write_affine_bundle(plan: AffinePlan, dst: Path, resume: bool, reused: set[str], progress,
-                        note, summary, pool) -> int:
-    """Units (layers) in order: decode, mlx-lm sanitize, mx.quantize, append to the shards.
-    ``reused``: the finished shards of an interrupted run (``staging.reusable_shards``)."""
-    bundle = plan.classification.bundle
-    staging = stage.prepare(dst, resume, note, reused)
-    if reused:
-        note(f"resuming: {len(reused)} finished shard(s) checked and reused")
-    shards = ShardSequence(plan, staging, reused,
-                           lambda name, fp: stage.commit_shard(staging, name, fp))
-    sqnr: dict[str, float] = {}
-    stand_ins = standins(plan)
-    try:
-        for unit in plan.units:
-            if shards.wanted(unit):
-                for name, array in unit_arrays(plan, unit, stand_ins, sqnr, pool):
-                    shards.write(name, array)
-            progress.advance(sum(s.info.nbytes for s in unit.sources))
-    finally:
-        shards.abort()
-    summary.requantization_sqnr = sqnr_summary(sqnr)
-    summary.copied_files = copy_other_files(bundle, staging)
-    write_json(staging / "config.json", mlx_config(bundle.config or {}, plan))
-    stage.write_index(staging, plan.shards)
-    stage.finish(staging, dst)
-    return len(reused)
+OUTPUT_CHUNK = 8 << 20  # bytes of an MLX-made output per job
+
+
+class _Held:
+    """An MLX-made output's bytes until its last chunk is copied."""
+
+    def __init__(self):
+        self.data, self.left, self.lock = None, 0, threading.Lock()
+
+
+def _copy_out(held: _Held, start: int, _raw, out: np.ndarray) -> None:
+    np.copyto(out, held.data[start: start + len(out)])
+    with held.lock:
+        held.left -= 1
+        if held.left == 0:
+            held.data = None
+
+
+def _nothing(_raw, _out) -> None:
+    pass

@@ -1,0 +1,148 @@
+"""A native module's stored parts as ``rewrite`` jobs, straight from the source bytes: what
+makes ``rewrite --to mlx`` run at the speed of the disk.
+
+- codes already in MLX's bitstream (compressed-tensors dense packing, MXFP4, FP8 codes) are
+  copied in chunks; INT8 flips each byte's top bit (``q + 128``); GPTQ and AWQ, which pack
+  across output rows, are repacked one tensor at a time (``lazy_native.lazy_codes_words`` run
+  on numpy: the same steps the load-time hook runs on MLX arrays);
+- scales and biases are computed from the small side tensors, once per module
+  (``native_forms.affine_side`` / ``mxfp8_scales``), MXFP4's E8M0 bytes copied;
+- anything else (older per-word 3/5/6-bit packing, ``--bf16-biases``, which reports an SQNR)
+  builds the module's whole ``NativeForm`` once (``native_plan.build``) and copies its parts.
+
+The bytes equal ``native_plan.build``'s, part for part (tests/test_rewrite_to_mlx.py and
+benchmarks/mlx_bytes.py hold them to it).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import ScalefixError
+from ..rewrite.target import Job, copy_jobs
+
+
+class _Numpy:
+    """The few MLX names ``lazy_codes_words`` uses, for numpy arrays."""
+
+    uint8 = np.uint8
+    uint32 = np.dtype("<u4")
+    contiguous = staticmethod(np.ascontiguousarray)
+
+    @staticmethod
+    def stack(arrays, axis):  # C order, as MLX's: the reshape and view that follow need it
+        return np.ascontiguousarray(np.stack(arrays, axis=axis))
+    array = staticmethod(np.array)
+
+
+def _as_bytes(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+
+
+def _xor_top_bit(raw: np.ndarray, out: np.ndarray) -> None:
+    np.bitwise_xor(raw, np.uint8(0x80), out=out)
+
+
+class _Once:
+    """A value computed on first use by whichever worker asks first."""
+
+    def __init__(self, make):
+        self._make, self._value, self._lock = make, None, threading.Lock()
+
+    def get(self):
+        with self._lock:
+            if self._make is not None:
+                self._value, self._make = self._make(), None
+            return self._value
+
+
+def _computed(out_len: int, value: _Once, pick) -> Job:
+    """One job with nothing to read: ``pick(value.get())`` is the part's bytes."""
+    def fill(_raw, out):
+        data = pick(value.get())
+        if data.nbytes != out.nbytes:
+            raise ScalefixError(f"internal: a part has {data.nbytes} bytes, planned "
+                                f"{out.nbytes}")
+        np.copyto(out, data)
+    return Job(None, 0, 0, out_len, fill)
+
+
+class NativeModules:
+    """The jobs of every native part; side values computed once per module, on demand."""
+
+    def __init__(self, bf16_biases: bool, sqnr: dict, sqnr_lock: threading.Lock):
+        self._bf16_biases, self._sqnr, self._sqnr_lock = bf16_biases, sqnr, sqnr_lock
+        self._side: dict[str, _Once] = {}
+        self._forms: dict[str, _Once] = {}
+
+    def jobs(self, source, out_len: int) -> list[Job]:
+        """Jobs for ``source`` (a native part: ``source.part`` of ``source.qw`` in
+        ``source.choice``), ``out_len`` bytes planned."""
+        from .lazy_native import supported
+
+        qw, form, part = source.qw, source.choice, source.part
+        if form.mode == "affine" and not self._bf16_biases and supported(qw):
+            if part == "weight":
+                return self._int_codes(qw, out_len)
+            side = self._side.setdefault(qw.name, _Once(lambda: self._affine_side(qw, form)))
+            return [_computed(out_len, side, lambda v: v[0 if part == "scales" else 1])]
+        if form.mode == "mxfp4":
+            return list(copy_jobs(qw.weight if part == "weight" else qw.scale))
+        if form.mode == "mxfp8" and part == "weight":
+            return list(copy_jobs(qw.weight))
+        if form.mode == "mxfp8":
+            side = self._side.setdefault(qw.name, _Once(lambda: self._mxfp8_scales(qw, form)))
+            return [_computed(out_len, side, _as_bytes)]
+        whole = self._forms.setdefault(qw.name, _Once(lambda: self._build(source)))
+        return [_computed(out_len, whole, lambda f: _as_bytes(getattr(f, part)))]
+
+    def _int_codes(self, qw, out_len: int) -> list[Job]:
+        from .lazy_native import lazy_codes_words
+
+        if qw.layout in ("ct-dense", "ct-per-word"):     # MLX's bitstream as stored
+            return list(copy_jobs(qw.weight))
+        if qw.layout == "int8":
+            return list(copy_jobs(qw.weight, _xor_top_bit))
+        shape = tuple(qw.weight.shape)                     # GPTQ / AWQ: whole tensor
+
+        def repack(raw, out):
+            words = lazy_codes_words(_Numpy, qw, raw.view(np.int32).reshape(shape))
+            np.copyto(out, _as_bytes(words))
+        return [Job(qw.weight.file, qw.weight.offset, qw.weight.nbytes, out_len, repack)]
+
+    @staticmethod
+    def _affine_side(qw, form):
+        from ..formats.int_codes import canonical_side
+        from .native_forms import affine_side
+
+        scale, zero = canonical_side(qw)
+        try:
+            s, b = affine_side(scale, zero, qw.bits, qw.group, form.group_size, qw.shape[-1],
+                               form.scale_dtype)
+        except ValueError as exc:
+            raise ScalefixError(f"internal: planned {form.scale_dtype} scales, but {exc}",
+                                tensor=qw.name) from None
+        return _as_bytes(s), _as_bytes(b)
+
+    @staticmethod
+    def _mxfp8_scales(qw, form):
+        from ..formats.dequant import load_scale
+        from .native_forms import mxfp8_scales
+
+        scale = load_scale(qw).reshape(qw.geometry.scale_shape)
+        *_, out, cols = form.shape
+        scales = mxfp8_scales(scale, out, cols, qw.geometry.block)
+        if not isinstance(scales, np.ndarray):
+            raise ScalefixError(f"internal: planned mxfp8, but {scales.reason}", tensor=qw.name)
+        return scales
+
+    def _build(self, source):
+        from .native_plan import build
+
+        form = build(source.qw, source.choice, self._bf16_biases)
+        if form.sqnr_db is not None:
+            with self._sqnr_lock:
+                self._sqnr[source.name[: -len(f".{source.part}")]] = form.sqnr_db
+        return form
