@@ -4,8 +4,8 @@ The proof for each form: ``mx.dequantize`` of it, computed in float32 and rounde
 once, equals the source's exact decode (its float32 product, BF16 once) on every element.
 The exact decode is written here from the formulas (codecs' tables, numpy float32), never
 from the module under test. Where a form says it is not exact, MLX must really differ.
-Also: the nvfp4 layer that applies the global scale, and how mlx-lm 0.32.2 builds or refuses
-it (``scalefix.mlx.nvfp4_linear``).
+Also: why a dense nvfp4 layer with a global scale stays BF16 (plain mlx-lm 0.32.2 refuses or
+silently drops it; its switch layers take it: tests/test_mlx_nvfp4_experts.py).
 """
 
 import json
@@ -392,44 +392,7 @@ def test_nvfp4_bad_input():
                    np.ones(3, np.float32), "multiply")
 
 
-# ------------------------------------------------------------------------------ runtime layer
-
-def test_global_scale_layer_matches_dense_float32_within_rounding():
-    """y = quantized_matmul(x, w, s) * fl(G/2688) against a float64 matmul of the exact
-    decode: within the worst-case float32 dot-product bound (n+2) u sum|x||w| (n products
-    summed, one rounding of the block scale, one of the final product), and no worse than a
-    dense float32 matmul of the exact decode."""
-    from scalefix.mlx.nvfp4_linear import GlobalScaleQuantizedLinear
-
-    r = rng(41)
-    n_in, n_out = 256, 64
-    packed, sb, ws2, codes = modelopt_like(r, (n_out, n_in), 0.02)
-    form = nvfp4_form(packed, sb, ws2, "multiply")
-    layer = GlobalScaleQuantizedLinear(n_in, n_out, bias=False)
-    layer.load_weights([(k.split(".", 1)[1], mx.array(a)) for k, (_, a) in
-                        form.tensors("m").items()])
-    w = exact_nvfp4(codes, sb, ws2, "multiply", f32=True).astype(np.float64)
-    x = r.standard_normal((8, n_in)).astype(np.float32)
-    ref = x.astype(np.float64) @ w.T
-    bound = (n_in + 2) * U * (np.abs(x).astype(np.float64) @ np.abs(w).T)
-    y = np.array(layer(mx.array(x)))
-    dense = np.array(mx.array(x) @ mx.array(w.astype(np.float32)).T)
-    assert (np.abs(y - ref) <= bound).all()
-    assert np.abs(y - ref).max() <= max(np.abs(dense - ref).max(), U * np.abs(ref).max())
-    # float16 input: the unscaled product is 1/ws2 times larger than y. Scale x so that it
-    # passes float16's 65504 while y stays small: a float16 quantized_matmul overflows, the
-    # layer (float32 inside) must not, and must round only its output to float16
-    x16 = mx.array(x * (2.0 ** 17 * ws2 / np.abs(ref).max())).astype(mx.float16)
-    plain = mx.quantized_matmul(x16, layer.weight, layer.scales, None, True, 16, 4, "nvfp4")
-    assert not np.isfinite(np.array(plain.astype(mx.float32))).all()
-    y16 = np.array(layer(x16).astype(mx.float32)).astype(np.float64)
-    xs = np.array(x16.astype(mx.float32)).astype(np.float64)
-    ref16 = xs @ w.T
-    # float16 output rounding: half an ulp, relative 2^-11, or 2^-25 among its subnormals
-    bound16 = (2.0 ** -11 * np.abs(ref16) + 2.0 ** -25
-               + (n_in + 2) * U * (np.abs(xs) @ np.abs(w).T))
-    assert (np.abs(y16 - ref16) <= bound16).all()
-
+# ----------------------------------------------------------------- dense nvfp4 in mlx-lm
 
 TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -480,29 +443,3 @@ def test_plain_mlx_lm_refuses_a_global_scale_entry(nvfp4_bundle):
     # QuantizedLinear and drops G: wrong by 1/ws2, silently. Hence the per-module entry.
     model, _ = load_model(path, strict=False)
     assert type(model.model.layers[0].mlp.down_proj) is nn.QuantizedLinear
-
-
-@pytest.mark.parametrize("explicit", [True, False], ids=["per-module entry", "inferred"])
-def test_mlx_lm_builds_the_layer_under_the_patch(nvfp4_bundle, explicit):
-    from mlx_lm.utils import load_model
-
-    from scalefix.mlx.nvfp4_linear import GlobalScaleQuantizedLinear, linear_global_scale
-
-    path, dense = nvfp4_bundle
-    if not explicit:
-        config = json.loads((path / "config.json").read_text())
-        del config["quantization"][TARGET]
-        (path / "config.json").write_text(json.dumps(config))
-    original = nn.Linear.to_quantized
-    with linear_global_scale():
-        model, _ = load_model(path)
-    assert nn.Linear.to_quantized is original                # the patch is undone
-    layer = model.model.layers[0].mlp.down_proj
-    assert isinstance(layer, GlobalScaleQuantizedLinear)
-    assert not isinstance(model.model.layers[0].mlp.up_proj, nn.QuantizedLinear)
-    tokens = mx.array([[1, 5, 9, 30, 2, 17]])
-    got, want = np.array(model(tokens)), np.array(dense(tokens))
-    # float32 throughout: the two differ by the order of float32 sums only (the layer's
-    # dot-product bound is (128+2) u = 8e-6 of sum|x||w|, then carried through the rest of the
-    # model). Measured 1.3e-7 of the largest logit; allowed 1e-4. Dropping G is off by 1/ws2.
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

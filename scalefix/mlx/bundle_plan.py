@@ -217,7 +217,7 @@ def module_weight_name(qw: QuantizedWeight) -> str:
 
 
 def _sources(result: Classification, spec: MlxSpec, plan_dropped: dict,
-             not_native: dict) -> list[Source]:
+             not_native: dict, dense_nvfp4: frozenset = frozenset()) -> list[Source]:
     bundle = result.bundle
     order = {path: i for i, path in enumerate(bundle.headers)}
     sources = []
@@ -230,6 +230,9 @@ def _sources(result: Classification, spec: MlxSpec, plan_dropped: dict,
         if role == "quantized":
             qw = result.quantized[name]
             kind, choice = spec.kind(qw)
+            if name in dense_nvfp4:  # lands in a layer mlx-lm gives no global scale
+                from .native_plan import NVFP4_DENSE
+                kind, choice = ("requantize" if spec.requantize else "dequant"), NVFP4_DENSE
             if kind == "native":
                 module = module_weight_name(qw)[: -len(".weight")]
                 sources += [Source(f"{module}.{part}", info, kind, qw, part, choice)
@@ -381,10 +384,31 @@ def _native_modules(mx, sources, spec, layout, outputs, requantized) -> dict[str
             raise ScalefixError(f"{layout.name}'s sanitize gives native module {module!r} "
                                 "no logical weight: not supported", tensor=name)
         bits, group = weight.shape[-1] * 32 // cols, cols // entry.shape[-1]
-        mode = "affine" if entry.dtype != "U8" else {4: "mxfp4", 8: "mxfp8"}[bits]
+        mode = "affine" if entry.dtype != "U8" else "nvfp4" if group == 16 else \
+            {4: "mxfp4", 8: "mxfp8"}[bits]
         found[module] = ModuleForm(mode, bits, group, entry.dtype,
-                                   tuple(weight.shape[:-1]) + (cols,))
+                                   tuple(weight.shape[:-1]) + (cols,),
+                                   f"{module}.global_scale" in entries)
     return found
+
+
+def _dense_nvfp4(plan: MlxPlan, outputs: list[Output]) -> frozenset:
+    """The NVFP4 weights whose MLX module takes no global scale (a dense layer): the
+    module's weight output names its source when sanitize only renamed it; otherwise every
+    NVFP4 weight of that layer is counted in (exact BF16 either way)."""
+    found = set()
+    weights = {o.entry.name: o for o in outputs}
+    for module, form in plan.native.items():
+        if form.mode != "nvfp4" or plan.layout.takes_global_scale(module):
+            continue
+        out = weights[f"{module}.weight"]
+        if out.source is not None:
+            found.add(out.source.qw.name)
+        else:
+            unit = unit_of(out.tensor)
+            found |= {s.qw.name for s in plan.sources if s.kind == "native"
+                      and s.choice.mode == "nvfp4" and unit_of(s.name) == unit}
+    return frozenset(found)
 
 
 def build_mlx_plan(result: Classification, spec: MlxSpec, layout: Layout,
@@ -397,18 +421,25 @@ def build_mlx_plan(result: Classification, spec: MlxSpec, layout: Layout,
         name = unsupported[0]
         raise ScalefixError(f"cannot decode: {result.reasons[name]}; nothing written",
                             file=result.bundle.tensors[name].file, tensor=name)
-    dropped: dict[str, str] = {}
-    not_native: dict[str, str] = {}
-    sources = _sources(result, spec, dropped, not_native)
-    plan = MlxPlan(result, spec, layout, sources, units=[], shards=[], modules=[],
-                      dropped=dropped, not_native=not_native)
-    if plan.nothing_to_do:
-        return plan
-    if not spec.native and not any(s.kind == "requantize" for s in sources):
-        raise ScalefixError("no FP4 weights to re-quantize; add --include-fp8 to re-quantize "
-                            "the FP8 weights too (or drop --to for a plain BF16 rewrite)")
-    outputs, plan.modules, plan.kept_bf16 = _plan_outputs(mx, sources, spec, layout)
-    plan.native = _native_modules(mx, sources, spec, layout, outputs, plan.modules)
+    dense_nvfp4: frozenset = frozenset()
+    while True:  # at most twice: NVFP4 weights that land in dense layers are planned again
+        dropped: dict[str, str] = {}
+        not_native: dict[str, str] = {}
+        sources = _sources(result, spec, dropped, not_native, dense_nvfp4)
+        plan = MlxPlan(result, spec, layout, sources, units=[], shards=[], modules=[],
+                       dropped=dropped, not_native=not_native)
+        if plan.nothing_to_do:
+            return plan
+        if not spec.native and not any(s.kind == "requantize" for s in sources):
+            raise ScalefixError("no FP4 weights to re-quantize; add --include-fp8 to "
+                                "re-quantize the FP8 weights too (or drop --to for a plain "
+                                "BF16 rewrite)")
+        outputs, plan.modules, plan.kept_bf16 = _plan_outputs(mx, sources, spec, layout)
+        plan.native = _native_modules(mx, sources, spec, layout, outputs, plan.modules)
+        dense = _dense_nvfp4(plan, outputs) - dense_nvfp4
+        if not dense:
+            break
+        dense_nvfp4 |= dense
     units: dict[tuple, Unit] = {}
     for source in sources:
         units.setdefault(unit_of(source.name), Unit(unit_of(source.name))).sources.append(source)

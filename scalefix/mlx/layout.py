@@ -42,6 +42,18 @@ class Layout:
     name: str                                  # "mlx-lm <model_type>" | "source names"
     sanitize: Callable[[dict], dict]
     reason: str = ""                           # why source names were kept
+    model: object = None                       # mlx-lm's (lazy) model, when there is one
+
+    def takes_global_scale(self, module: str) -> bool:
+        """Whether mlx-lm builds ``module`` (a post-sanitize path) with an nvfp4 global scale:
+        its ``to_quantized`` takes one (mlx-lm's own test, ``_takes_global_scale``: 0.32.2's
+        switch layers do, ``nn.Linear`` does not)."""
+        import inspect
+        if self.model is None:
+            return False
+        found = dict(self.model.named_modules()).get(module)
+        method = getattr(found, "to_quantized", None)
+        return method is not None and "global_scale" in inspect.signature(method).parameters
 
 
 def unit_of(name: str) -> tuple[int, int]:
@@ -70,8 +82,6 @@ def layout_for(config: dict | None) -> Layout:
         model_class, args_class = model_classes(dict(config))
     except Exception as exc:  # as mlx-lm: an unknown model type is a ValueError
         return source_layout(f"mlx-lm does not know model_type {model_type!r} ({exc})")
-    if not hasattr(model_class, "sanitize"):
-        return Layout(f"mlx-lm {model_type}", _identity)
     # MLX modules are lazy: building the model allocates nothing until evaluated; sanitize
     # may read the model's arguments (e.g. the number of experts).
     try:
@@ -79,7 +89,7 @@ def layout_for(config: dict | None) -> Layout:
     except (TypeError, KeyError, ValueError) as exc:  # a config mlx-lm cannot build from
         raise ScalefixError(f"mlx-lm cannot build its {model_type!r} model from config.json "
                             f"({exc}): an MLX bundle needs a config mlx-lm loads") from None
-    return Layout(f"mlx-lm {model_type}", model.sanitize)
+    return Layout(f"mlx-lm {model_type}", getattr(model, "sanitize", _identity), model=model)
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ hooks hand mlx-lm the same entries (``hooks/load_policy``, ``hooks/mlx_lm_config
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,18 @@ class ModuleForm:
         if self.global_scale:
             out["global_scale"] = ("F32", tuple(self.shape[:-2]))
         return out
+
+
+@lru_cache(maxsize=1)
+def mlx_has_nvfp4_global_scale() -> bool:
+    """Whether this MLX takes an nvfp4 ``global_scale`` in ``mx.quantize`` and
+    ``mx.dequantize`` (0.32.4 does; older releases raise): a probe, not a version number."""
+    try:
+        import mlx.core as mx
+        g = mx.array(1.0, dtype=mx.float32)
+        q, s, *_ = mx.quantize(mx.ones((1, 32)), group_size=16, bits=4, mode="nvfp4",
+                               global_scale=g)
+        mx.eval(mx.dequantize(q, s, group_size=16, bits=4, mode="nvfp4", global_scale=g))
+        return True
+    except Exception:  # TypeError (no keyword), ValueError (no mode), ImportError
+        return False

@@ -413,6 +413,27 @@ def nvfp4_form(packed: np.ndarray, scale_bytes: np.ndarray, global_value,
                       details={"exact_f32": exact_f32, "global_op": global_op})
 
 
+E4M3_FINITE_POSITIVE = np.arange(0x7F, dtype=np.uint8)   # 0x00 .. 0x7E (0x7F is NaN)
+
+
+def nvfp4_global_scales(values: np.ndarray, global_op: str) -> tuple[np.ndarray, bool]:
+    """MLX ``global_scale`` G per matrix for the source's global ``values`` (float32, one per
+    matrix), chosen so that every finite positive E4M3 block scale byte gives the source's
+    own BF16 products (``_nvfp4_global`` over all 127 bytes, not only the ones a tensor
+    uses): decided from the global scales alone, before any block scale is read, and the
+    same G whichever way the module is written. ``(G, exact)``; not exact: keep BF16."""
+    values = np.array(values, np.float32)   # keeps a 0-d shape (ascontiguousarray does not)
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        return values, False
+    chosen = np.empty(values.shape, np.float32)
+    exact = True
+    for i, value in np.ndenumerate(values):
+        g, _, bf16_ok = _nvfp4_global(np.float32(value), global_op, E4M3_FINITE_POSITIVE)
+        chosen[i] = g
+        exact &= bf16_ok
+    return chosen, exact
+
+
 def nvfp4_block_scales(scale_bytes: np.ndarray, global_value, global_op: str) -> np.ndarray:
     """The source's effective float32 block scale per E4M3 byte (both writers compute it in
     float32 before the product with the code)."""

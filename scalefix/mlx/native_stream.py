@@ -6,7 +6,8 @@ makes ``rewrite --to mlx`` run at the speed of the disk.
   across output rows, are repacked one tensor at a time (``lazy_native.lazy_codes_words`` run
   on numpy: the same steps the load-time hook runs on MLX arrays);
 - scales and biases are computed from the small side tensors, once per module
-  (``native_forms.affine_side`` / ``mxfp8_scales``), MXFP4's E8M0 bytes copied;
+  (``native_forms.affine_side`` / ``mxfp8_scales``), MXFP4's E8M0 and NVFP4's E4M3 bytes
+  copied, NVFP4's global scale converted (``native_forms.nvfp4_global_scales``);
 - anything else (older per-word 3/5/6-bit packing, ``--bf16-biases``, which reports an SQNR)
   builds the module's whole ``NativeForm`` once (``native_plan.build``) and copies its parts.
 
@@ -43,6 +44,21 @@ def _as_bytes(a: np.ndarray) -> np.ndarray:
 
 def _xor_top_bit(raw: np.ndarray, out: np.ndarray) -> None:
     np.bitwise_xor(raw, np.uint8(0x80), out=out)
+
+
+def _positive_e4m3(raw: np.ndarray, out: np.ndarray) -> None:
+    """NVFP4 block scale bytes, copied; the plan proved the global scale exact for the
+    finite positive ones (0x00 .. 0x7E) only."""
+    if raw.size and int(raw.max()) >= 0x7F:
+        raise ScalefixError("an NVFP4 block scale is negative or NaN: its exactness in MLX's "
+                            "nvfp4 was not proven (nothing written)")
+    np.copyto(out, raw)
+
+
+def _nvfp4_global(qw) -> np.ndarray:
+    from .native_forms import nvfp4_global_scales
+    from .native_plan import global_values
+    return nvfp4_global_scales(global_values(qw), qw.global_op)[0]
 
 
 class _Once:
@@ -88,6 +104,13 @@ class NativeModules:
                 return self._int_codes(qw, out_len)
             side = self._side.setdefault(qw.name, _Once(lambda: self._affine_side(qw, form)))
             return [_computed(out_len, side, lambda v: v[0 if part == "scales" else 1])]
+        if form.mode == "nvfp4":
+            if part == "weight":
+                return list(copy_jobs(qw.weight))
+            if part == "scales":
+                return list(copy_jobs(qw.scale, _positive_e4m3))
+            side = self._side.setdefault(qw.name, _Once(lambda: _nvfp4_global(qw)))
+            return [_computed(out_len, side, _as_bytes)]
         if form.mode == "mxfp4":
             return list(copy_jobs(qw.weight if part == "weight" else qw.scale))
         if form.mode == "mxfp8" and part == "weight":
