@@ -175,3 +175,45 @@ def test_bf16_biases_trade_exactness_and_report_it(tmp_path, capsys):
     model, _ = mlx_lm_utils.load_model(tmp_path / "mlx")
     assert {str(m.scales.dtype) for m in quantized_modules(model).values()} == {
         "mlx.core.bfloat16"}
+
+
+def test_layout_without_transformers_then_real_mlx_lm(tmp_path):
+    """The sanitize layout comes from the mlx-lm model module alone: ``--to mlx`` imports
+    neither the ``mlx_lm`` package nor ``transformers``, and a later ``import mlx_lm`` in the
+    same process is the real package (it loads the bundle)."""
+    import subprocess
+    import sys
+
+    src = tiny_int_llama(tmp_path / "src", "ct-w4-g32")
+    code = (
+        "import sys\n"
+        "from scalefix.cli import main\n"
+        f"assert main(['rewrite', {str(src)!r}, '--to', 'mlx', '--quiet', '--out', "
+        f"{str(tmp_path / 'mlx')!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m == 'transformers' or m == 'mlx_lm'))\n"
+        "import mlx_lm.utils\n"
+        f"model, _ = mlx_lm.utils.load_model(__import__('pathlib').Path({str(tmp_path / 'mlx')!r}))\n"
+        "print(type(model.model.layers[0].mlp.down_proj).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split("\n")[-2:] == ["[]", "QuantizedLinear"]
+
+
+def test_streamed_output_is_what_mlx_makes(tmp_path, monkeypatch):
+    """Every unit streamed from the source bytes, or every unit made by MLX (the path of
+    stacked and re-quantized tensors): the same bytes, for each integer layout."""
+    import scalefix.mlx.bundle_write as bundle_write
+
+    for kind in KINDS:
+        src = tiny_int_llama(tmp_path / f"src-{kind}", kind)
+        assert rewrite(src, "--to", "mlx", "--quiet", "--out", tmp_path / f"{kind}-a") == 0
+        with monkeypatch.context() as m:
+            original = bundle_write.BundleWriter.__init__
+
+            def no_streams(self, plan, pool):
+                original(self, plan, pool)
+                self._streams = {key: False for key in self._streams}
+            m.setattr(bundle_write.BundleWriter, "__init__", no_streams)
+            assert rewrite(src, "--to", "mlx", "--quiet", "--out", tmp_path / f"{kind}-b") == 0
+        for p in (tmp_path / f"{kind}-a").iterdir():
+            assert p.read_bytes() == (tmp_path / f"{kind}-b" / p.name).read_bytes(), (kind, p)

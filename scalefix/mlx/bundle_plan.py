@@ -177,9 +177,15 @@ class MlxPlan(TargetPlan):
         return sum(o.counts_for for o in shard.tensors)
 
     def validate(self) -> None:
+        """Every quantized weight's sides decode, before anything is written: on a thread
+        per core (numpy frees the GIL), as this is most of the planning time of a
+        GPTQ / AWQ checkpoint (its zero points are unpacked)."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
         from ..formats.dequant import validate
-        for qw in self.classification.quantized.values():
-            validate(qw)
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            list(pool.map(validate, self.classification.quantized.values()))
 
     def begin(self, pool) -> None:
         from .bundle_write import BundleWriter
