@@ -69,17 +69,17 @@ _AWQ_PLACES = ((0, 0), (0, 2), (1, 0), (1, 2), (0, 1), (0, 3), (1, 1), (1, 3))
 
 def _awq_words(stored: np.ndarray) -> np.ndarray:
     """AWQ GEMM ``[in, out/8]`` words -> MLX's ``[out, in/8]`` bitstream, in numpy: inputs
-    2i and 2i+1 are paired into one byte per output while still packed (``a``: the outputs
-    of the low nibbles, ``b``: of the high ones), the bytes put in output order, then one
-    byte transpose (1.7x ``lazy_codes_words``' per-phase steps on the CPU)."""
+    2i and 2i+1 are paired into one byte per output while still packed (the outputs of the
+    low nibbles, then of the high ones), and each byte lands in its
+    output row as it is transposed (2-3x ``lazy_codes_words``' per-phase steps on the CPU)."""
     cols, blocks = stored.shape
     data = stored.view(np.uint8).reshape(cols, blocks, 4)
     even, odd = data[0::2], data[1::2]
     pairs = ((even & 15) | (odd << 4), (even >> 4) | (odd & 0xF0))
-    ordered = np.empty((cols // 2, blocks, 8), np.uint8)
+    out = np.empty((blocks, 8, cols // 2), np.uint8)        # [out, in/2], out = block*8 + o
     for o, (which, j) in enumerate(_AWQ_PLACES):
-        ordered[:, :, o] = pairs[which][:, :, j]
-    return np.ascontiguousarray(ordered.reshape(cols // 2, blocks * 8).T).view("<u4")
+        out[:, o, :] = pairs[which][:, :, j].T
+    return out.reshape(blocks * 8, cols // 2).view("<u4")
 
 
 class _Once:
