@@ -44,6 +44,19 @@ RECIPES = [
      lambda m: ("ct09.py", f"tiny-{m[1]}-bf16", [m[2]], "ct-0.9")),
     (r"((?:llama|ragged)-ct09-[a-z0-9-]+)-ref-bf16",
      lambda m: ("ct09.py", m[1], ["decode"], "ct-0.9")),
+    # bitsandbytes (transformers load_in_4bit / load_in_8bit on CPU) and its own dequantizers
+    (r"llama-bnb-(nf4|fp4|nf4-dq|fp4-dq|int8)",
+     lambda m: ("write_bnb.py", "tiny-llama-bf16", [m[1]], "bnb")),
+    (r"(llama-bnb-[a-z0-9-]+)-ref", lambda m: ("write_bnb.py", m[1], ["ref"], "bnb")),
+    # AMD Quark (LLMTemplate schemes, export_safetensors real_quantized) and its importer
+    (r"llama-quark-(mxfp4_weight_only|mxfp4|mxfp4_fp8|fp8|mxfp6_e2m3)",
+     lambda m: ("write_quark.py", "tiny-llama-bf16", [m[1]], "quark")),
+    (r"(llama-quark-[a-z0-9_]+)-ref", lambda m: ("write_quark.py", m[1], ["ref"], "quark")),
+    # NVIDIA ModelOpt (mtq.quantize + export_hf_checkpoint) and its QTensor dequantizers
+    (r"llama-modelopt-(fp8|nvfp4|mixed)",
+     lambda m: ("write_modelopt.py", "tiny-llama-bf16", [m[1]], "modelopt")),
+    (r"(llama-modelopt-[a-z0-9]+)-ref",
+     lambda m: ("write_modelopt.py", m[1], ["ref"], "modelopt")),
 ]
 
 

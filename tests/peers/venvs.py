@@ -35,6 +35,14 @@ PEERS: dict[str, tuple[str, ...]] = {
     # compressed-tensors as it wrote pack-quantized before 2025-04-24 (0.9.4): 32 // bits
     # codes per int32 word, unpacked int8 zero points, weight_g_idx (actorder "group")
     "ct-0.9": ("torch==2.13.0", "compressed-tensors==0.9.3", "transformers==4.51.3"),
+    # AMD Quark's own exporter (MXFP4 weights-only, w_mxfp4_a_mxfp4, mxfp4_fp8) and importer
+    "quark": ("torch==2.13.0", "amd-quark==0.13", "transformers>5,<5.17", "accelerate"),
+    # NVIDIA ModelOpt's mtq.quantize + export_hf_checkpoint (the wheel imports requests
+    # without declaring it)
+    "modelopt": ("torch==2.13.0", "nvidia-modelopt==0.47.0", "transformers>=4.57,<5.15",
+                 "requests", "accelerate"),
+    # bitsandbytes 4-bit as transformers saves it (load_in_4bit, CPU backend)
+    "bnb": ("torch==2.13.0", "bitsandbytes==0.50.2", "transformers>=4.57,<5.17", "accelerate"),
 }
 # pip commands run after the install (vLLM's torchvision/torchaudio/torchcodec fail to
 # import beside the CPU torch, and vLLM imports them when present)

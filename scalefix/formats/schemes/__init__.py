@@ -56,6 +56,9 @@ SCHEMES: tuple[str, ...] = (
     "compressed_tensors",
     "gptq",
     "awq",
+    "bitsandbytes",
+    "quark",
+    "modelopt",
 )
 
 
