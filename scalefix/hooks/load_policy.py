@@ -4,8 +4,12 @@ by the ``mx.load`` wrapper and the mlx-lm config fix.
 FP8 with floating-point scales (F32/BF16/F16) is always dequantized: no MLX-native mode
 covers it. The MX family (E8M0 scales: DeepSeek-V4 ``.scale``, FP4 experts, gpt-oss
 ``_blocks``/``_scales``, mxfp8) is left exactly as ``mx.load`` returns it, because MLX runs
-those natively and mlx-lm's sanitizers repack them; ``SCALEFIX_MLX_MX_FORMATS=dequant``
-dequantizes those too.
+those natively and mlx-lm's sanitizers repack them, except where the checkpoint's declaring
+scheme names a native MLX form for them (``mlx_form``: AMD Quark's MXFP4 ``weight`` /
+``weight_scale``, which no mlx-lm sanitizer knows): those are handed over as MLX ``mxfp4``
+parts, the bytes as stored. ``SCALEFIX_MLX_MX_FORMATS=dequant`` dequantizes all of them.
+Weights a registry scheme decodes (``DeclaredWeight``: bitsandbytes) become exact BF16
+through the scheme's ``lazy_decode``.
 
 Cost at scale: a host loads a checkpoint shard by shard (DeepSeek-V3: 163 shards, ~90k
 tensors). The bundle a shard belongs to is found from the path the host gave (a Hugging Face
@@ -29,6 +33,7 @@ from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.bundle import INDEX_SUFFIX, read_index
 from ..formats.classify import Classification, QuantizedWeight
+from ..formats.schemes import DeclaredWeight, claimant
 from .load_report import Unfixable
 
 PLAIN_ROLES = frozenset({"plain"})
@@ -39,9 +44,28 @@ def dequantize_mx_family() -> bool:
 
 
 def wanted(qw: QuantizedWeight, mx_family: bool) -> bool:
-    if qw.codec == "int":  # integer codes: not decoded at load time (yet); left untouched
+    """Dequantized to BF16 at load time (integer codes go native or are left as stored)."""
+    if qw.codec == "int":
         return False
+    if isinstance(qw, DeclaredWeight):  # its scheme's lazy graph, where it has one
+        return callable(getattr(qw.family, "lazy_decode", None))
     return qw.scale_codec != "e8m0" or mx_family
+
+
+def declared_native(result: Classification, qw, mx_family: bool):
+    """The MX form (``ModuleForm``) an MX-family weight is handed over in because the
+    checkpoint's declaring scheme names one (Quark MXFP4 -> ``mxfp4``), or None."""
+    if mx_family or qw.codec == "int" or isinstance(qw, DeclaredWeight) or \
+            qw.scale_codec != "e8m0" or result.checkpoint_declaration is None:
+        return None
+    scheme = claimant(result.checkpoint_declaration)
+    form = getattr(scheme, "mlx_form", None)
+    if form is None or form(qw) != "mxfp4":
+        return None
+    from ..mlx.module_form import ModuleForm
+    from ..mlx.native_plan import choose
+    choice = choose(qw)
+    return choice if isinstance(choice, ModuleForm) and choice.mode == "mxfp4" else None
 
 
 @dataclass
@@ -51,15 +75,15 @@ class FilePlan:
     dequantize: dict[str, QuantizedWeight] = field(default_factory=dict)
     drop: set[str] = field(default_factory=set)
     left: dict[str, str] = field(default_factory=dict)  # not decoded at load time: scheme
-    native: dict[str, tuple] = field(default_factory=dict)  # int weight -> (qw, ModuleForm)
+    native: dict[str, tuple] = field(default_factory=dict)  # weight -> (qw, ModuleForm)
 
     @property
     def left_reason(self) -> str | None:
         if not self.left:
             return None
         schemes = ", ".join(sorted(set(self.left.values())))
-        return (f"{len(self.left)} integer-coded weight(s) ({schemes}) are not decoded at "
-                "load time yet; `scalefix rewrite` writes them as exact BF16")
+        return (f"{len(self.left)} weight(s) ({schemes}) are not decoded at load time yet; "
+                "`scalefix rewrite` writes them as exact BF16")
 
     @property
     def nothing(self) -> bool:
@@ -98,12 +122,18 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
             plan = by_file[info.file] = FilePlan()
         return plan
 
-    used = [q for q in result.quantized.values() if wanted(q, mx_family)]
-    native_modules: dict[str, dict] = {}
+    used, native_modules = [], {}
     for qw in result.quantized.values():
         if qw.codec != "int":
-            continue
-        choice = _runtime_native(qw)
+            choice = declared_native(result, qw, mx_family)
+            if choice is None:
+                if wanted(qw, mx_family):
+                    used.append(qw)
+                elif isinstance(qw, DeclaredWeight):
+                    plan_of(qw.weight).left[qw.name] = qw.scheme
+                continue
+        else:
+            choice = _runtime_native(qw)
         if choice is None:
             plan_of(qw.weight).left[qw.name] = qw.scheme
             continue
@@ -236,13 +266,26 @@ def plan_for_file(path: str | os.PathLike) -> FilePlan:
     index, problem = _index_naming(path)
     if problem is not None and _looks_quantized(path):
         raise Unfixable(f"cannot read the index beside it ({problem})")
+    anchor = index if index is not None else _single_file_checkpoint(path) or path
     try:
-        plans = _bundle_plans(index if index is not None else path, mx_family)
+        plans = _bundle_plans(anchor, mx_family)
     except ScalefixError as exc:
         if index is not None or _looks_quantized(path):
             raise Unfixable(str(exc)) from None
         raise
     return plans.files.get(path, NOTHING)
+
+
+def _single_file_checkpoint(path: Path) -> Path | None:
+    """The directory of a checkpoint held in one file beside its config (no index): read as
+    a directory, so what the config declares (``quant_method``: bitsandbytes, Quark) counts
+    for the file as it does for ``inspect`` and ``rewrite``."""
+    folder = path.parent
+    if any(folder.glob("*" + INDEX_SUFFIX)) or \
+            any(p.name != path.name for p in folder.glob("*.safetensors")):
+        return None
+    configs = (folder / "config.json", folder / "hf_quant_config.json")
+    return folder if any(c.is_file() for c in configs) else None
 
 
 def _model_plans(model_dir: str | os.PathLike) -> BundlePlans:

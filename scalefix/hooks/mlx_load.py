@@ -72,6 +72,7 @@ def _read_all(original, path: Path, args, kwargs, return_metadata: bool):
 
 def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False):
     from ..formats.dequant import load_scale
+    from ..formats.schemes import DeclaredWeight
     from ..mlx.lazy_dequant import lazy_dequantize
     from ..formats.tensor_data import read_raw_many
     from .load_policy import plan_for_file
@@ -81,8 +82,10 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
         REPORT.cannot_fix(path, plan.left_reason)
     if plan.nothing:
         return None
-    raw = read_raw_many(qw.scale for qw in plan.dequantize.values())
-    scales = {name: load_scale(qw, raw[qw.scale.name])  # small, read and validated now
+    # small, read and validated now (a registry scheme's sides: every one, by role)
+    raw = read_raw_many(qw.scale for qw in plan.dequantize.values()
+                        if not isinstance(qw, DeclaredWeight))
+    scales = {name: load_scale(qw, raw.get(qw.scale.name))
               for name, qw in plan.dequantize.items()}
     arrays, metadata = _read_all(original, path, args, kwargs, return_metadata)
     for name in plan.drop:
@@ -93,9 +96,25 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
         from ..mlx.lazy_native import native_parts
         for name, (qw, choice) in plan.native.items():
             module = qw.output_name[: -len(".weight")]
-            for part, array in native_parts(qw, choice, arrays.pop(name)).items():
+            stored = arrays.pop(name)
+            parts = native_parts(qw, choice, stored) if choice.mode == "affine" else \
+                _mx_parts(mx, qw, choice, stored)
+            for part, array in parts.items():
                 arrays[f"{module}.{part}"] = array
     return (arrays, metadata) if return_metadata else arrays
+
+
+def _mx_parts(mx, qw, choice, stored) -> dict:
+    """An MXFP4 weight whose layout is MLX's own (E2M1 low nibble first, E8M0 group-32
+    bytes): the codes viewed as uint32 words (lazy, no copy), the scale bytes as stored, the
+    same bits ``rewrite --to mlx`` copies."""
+    from ..formats.tensor_data import read_raw
+    if choice.mode != "mxfp4":
+        raise ScalefixError(f"internal: no load-time {choice.mode} parts", tensor=qw.name)
+    lead, cols = tuple(choice.shape[:-1]), choice.shape[-1]
+    weight = stored.view(mx.uint8).reshape(lead + (cols // 2,)).view(mx.uint32)
+    scales = mx.array(read_raw(qw.scale).reshape(lead + (cols // 32,)))
+    return {"weight": weight, "scales": scales}
 
 
 def apply(module) -> None:

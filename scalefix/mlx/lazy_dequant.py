@@ -32,7 +32,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import ScalefixError
 from ..formats.classify import QuantizedWeight
+from ..formats.schemes import DeclaredWeight
 from ..formats.codecs import f32_to_bf16, table
 from ..formats.dequant import row_bytes
 
@@ -47,9 +49,12 @@ def lazy_dequantize(qw: QuantizedWeight, stored, scale: np.ndarray):
 
     ``stored``: the weight as ``mx.load`` returned it (uint8 codes, BF16-upcast F8 values, or
     packed FP4 bytes, any shape holding the right number of elements); ``scale``: float32 from
-    ``formats.dequant.load_scale(qw)``.
+    ``formats.dequant.load_scale(qw)`` (for a registry-decoded weight: its side tensors by
+    role, as stored).
     """
     mx = _mx()
+    if isinstance(qw, DeclaredWeight):
+        return _lazy_declared(mx, qw, stored, scale)
     geo = qw.geometry
     lead, (out, cols) = geo.shape[:-2], geo.shape[-2:]
     codes = _as_rows(mx, qw, stored)                       # [*lead, out, stored columns]
@@ -71,6 +76,19 @@ def lazy_dequantize(qw: QuantizedWeight, stored, scale: np.ndarray):
     if padded != cols:
         result = result[..., :cols]
     return _shaped(result, qw.shape)
+
+
+def _lazy_declared(mx, qw: DeclaredWeight, stored, sides: dict):
+    """A registry scheme's own lazy graph (``lazy_decode``) on the stored weight and its
+    sides (small, handed over as MLX arrays of their stored bits)."""
+    arrays = {"weight": stored}
+    arrays.update((role, mx.array(np.ascontiguousarray(a))) for role, a in sides.items())
+    result = qw.family.lazy_decode(mx, qw, arrays)
+    if tuple(result.shape) != tuple(qw.shape) or result.dtype != mx.bfloat16:
+        raise ScalefixError(f"internal: {qw.family.NAME} lazy_decode gave {result.dtype} "
+                            f"{list(result.shape)}, want bfloat16 {list(qw.shape)}",
+                            tensor=qw.name)
+    return result
 
 
 def _f32(mx, a):
