@@ -23,6 +23,7 @@ from functools import partial
 import numpy as np
 
 from ..errors import ScalefixError
+from ..formats.int_weights import AWQ_ORDER
 from ..rewrite.target import Job, copy_jobs
 
 
@@ -62,23 +63,23 @@ def _nvfp4_global(qw) -> np.ndarray:
     return nvfp4_global_scales(global_values(qw), qw.global_op)[0]
 
 
-# AWQ: byte j of a word holds outputs AWQ_ORDER[2j] (low nibble) and AWQ_ORDER[2j+1] (high);
-# output o of a block of 8 is then (pair bytes, j): 0 -> (a, 0), 1 -> (a, 2), 2 -> (b, 0), ...
-_AWQ_PLACES = ((0, 0), (0, 2), (1, 0), (1, 2), (0, 1), (0, 3), (1, 1), (1, 3))
+_LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
 
 
 def _awq_words(stored: np.ndarray) -> np.ndarray:
-    """AWQ GEMM ``[in, out/8]`` words -> MLX's ``[out, in/8]`` bitstream, in numpy: inputs
-    2i and 2i+1 are paired into one byte per output while still packed (the outputs of the
-    low nibbles, then of the high ones), and each byte lands in its
-    output row as it is transposed (2-3x ``lazy_codes_words``' per-phase steps on the CPU)."""
+    """AWQ GEMM ``[in, out/8]`` words -> MLX's ``[out, in/8]`` bitstream, in numpy: the words
+    are transposed first (4-byte elements: cheap), then inputs 2i and 2i+1 are paired into
+    one byte per output while still packed, 4 outputs per word (byte j of the low-nibble
+    word is output ``AWQ_ORDER[2j]``, of the high-nibble word ``AWQ_ORDER[2j+1]``), and each
+    byte is put in its output row (about 3x ``lazy_codes_words``' per-phase steps)."""
     cols, blocks = stored.shape
-    data = stored.view(np.uint8).reshape(cols, blocks, 4)
-    even, odd = data[0::2], data[1::2]
-    pairs = ((even & 15) | (odd << 4), (even >> 4) | (odd & 0xF0))
-    out = np.empty((blocks, 8, cols // 2), np.uint8)        # [out, in/2], out = block*8 + o
-    for o, (which, j) in enumerate(_AWQ_PLACES):
-        out[:, o, :] = pairs[which][:, :, j].T
+    words = np.ascontiguousarray(stored.view(np.uint32).T)               # [out/8, in]
+    even, odd = words[:, 0::2], words[:, 1::2]
+    low = ((even & _LOW) | ((odd & _LOW) << 4)).view(np.uint8).reshape(blocks, cols // 2, 4)
+    high = (((even >> 4) & _LOW) | (odd & _HIGH)).view(np.uint8).reshape(blocks, cols // 2, 4)
+    out = np.empty((blocks, 8, cols // 2), np.uint8)                    # [out, in/2]
+    out[:, AWQ_ORDER[0::2], :] = low.transpose(0, 2, 1)
+    out[:, AWQ_ORDER[1::2], :] = high.transpose(0, 2, 1)
     return out.reshape(blocks * 8, cols // 2).view("<u4")
 
 
