@@ -27,6 +27,7 @@ loaders such as mx.load and safetensors hand back without their scales: the mode
   scalefix rewrite SRC       write a fixed copy (BF16), streaming, atomic
   scalefix verify SRC DST    prove a converted checkpoint matches its quantized source
   scalefix status            what `import scalefix.auto` fixes in this environment
+  scalefix run -- COMMAND    run a command (jang convert, mlx_lm.convert, ...) with the fixes
   scalefix patch-install APP permanent fix of an installed app's jang_tools or mlx_lm (vMLX)
   scalefix demo              the whole story on a small generated checkpoint
 """
@@ -149,6 +150,16 @@ def _patch_install(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run_command import CannotRun, run
+
+    try:
+        return run(args.run_command)
+    except CannotRun as exc:
+        print(f"scalefix: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -340,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "keeps no stale FP8 quantization_config; no scalefix needed at "
                               "run time")
     install.set_defaults(run=_patch_install)
+
+    run = commands.add_parser(
+        "run", help="run a command with the runtime fixes armed in it and its Python children",
+        usage="scalefix run -- COMMAND [ARGS...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Runs COMMAND with scalefix's runtime fixes (`import scalefix.auto`) armed "
+                    "in it and in every Python process it starts: a sitecustomize folder goes "
+                    "first on PYTHONPATH (an existing sitecustomize still runs), then scalefix "
+                    "becomes COMMAND, so signals, stdin/stdout and the exit status are "
+                    "COMMAND's own.",
+        epilog="examples:\n"
+               "  scalefix run -- jang convert ./Llama-FP8 -o ./Llama-JANG -p 4\n"
+               "  scalefix run -- mlx_lm.convert --hf-path ./Qwen3-8B-FP8 -q\n"
+               "  scalefix run -- mlx_lm.server --model ./Qwen3-8B-FP8\n"
+               "Exit status: COMMAND's; 127 not found, 126 not executable, 2 no COMMAND.")
+    run.add_argument("run_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    run.set_defaults(run=_run)
 
     demo = commands.add_parser(
         "demo", help="the trap, the diagnosis and the fixes on a generated checkpoint",

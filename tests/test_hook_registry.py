@@ -115,7 +115,7 @@ def test_status_cli():
                           capture_output=True, text=True)
     rows = json.loads(proc.stdout)
     assert {r["name"] for r in rows} == {"mlx_load", "mlx_lm_config", "jang_quant_config",
-                                         "vllm_marlin"}
+                                         "jang_fp8", "vllm_marlin"}
     assert all(r["state"] == "armed" for r in rows)
 
 

@@ -12,4 +12,5 @@
 The registry below is explicit: a patch exists when it is listed here.
 """
 
-PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config", "jang_quant_config", "vllm_marlin")
+PATCHES: tuple[str, ...] = ("mlx_load", "mlx_lm_config", "jang_quant_config", "jang_fp8",
+                            "vllm_marlin")

@@ -37,6 +37,8 @@ class LoadReport:
     passed: set[str] = field(default_factory=set)     # nothing to fix: the original result
     unfixed: dict[str, str] = field(default_factory=dict)  # file -> why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    patch: str = "mlx_load"                # who says it, and what the caller gets instead
+    caller_gets: str = WHAT_CALLER_GETS
 
     def record(self, path, outcome: str) -> None:
         with self._lock:
@@ -53,8 +55,8 @@ class LoadReport:
             first = path not in self.unfixed
             self.unfixed[path] = reason
         if first:
-            print(f"scalefix: mlx_load: {path}: cannot apply the scales ({reason}); "
-                  f"{WHAT_CALLER_GETS}. SCALEFIX_STRICT=1 makes this an error.",
+            print(f"scalefix: {self.patch}: {path}: cannot apply the scales ({reason}); "
+                  f"{self.caller_gets}. SCALEFIX_STRICT=1 makes this an error.",
                   file=sys.stderr)
 
     def summary(self) -> dict:

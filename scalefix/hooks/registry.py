@@ -23,6 +23,7 @@ TARGETS: dict[str, str] = {
     "mlx_load": "mlx.core",
     "mlx_lm_config": "mlx_lm.utils",
     "jang_quant_config": "jang_tools.load_jangtq",
+    "jang_fp8": "jang_tools.convert",
     "vllm_marlin": "vllm.model_executor.kernels.linear.scaled_mm.marlin",
 }
 
