@@ -48,6 +48,7 @@ NOT_IN_REPO = {
     "tests/test_family_foo.py": "docs/architecture.md's walk-through family",
     "results-latest.md": "written by benchmarks/run.py into its work folder",
     "runtime-latest.md": "written by benchmarks/runtime_memory.py into its work folder",
+    "QUANTIZATION.md": "ComfyUI's own file, cited by scalefix/formats/schemes/comfy.py",
 }
 EXTENSIONS = "py|md|diff|toml|json|txt|sh|cfg|ini|yaml|yml"
 PATH_RE = re.compile(
