@@ -241,7 +241,7 @@ _tile = lru_cache(maxsize=4096)(tile)
 def _cross_check(result: Classification) -> None:
     qc, findings = result.quant_config, result.findings
     quantized = result.quantized.values()
-    if qc.announces_scaled_weights and not result.quantized:
+    if result.checkpoint_declaration is not None and not result.quantized:
         findings.append(Finding(
             "problem", "stale-quantization-config",
             f"{qc.where} announces quant_method {qc.method!r} but no tensor has a scale: a "

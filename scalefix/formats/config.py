@@ -6,9 +6,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# quant_method values that mean "FP8/FP4 weights with separate scale tensors"
-SCALED_METHODS = frozenset({"fp8", "compressed-tensors", "modelopt", "mxfp4", "fbgemm_fp8",
-                            "gptq", "awq"})
 IGNORE_KEYS = ("ignore", "modules_to_not_convert", "ignored_layers")
 
 
@@ -23,10 +20,6 @@ class QuantConfig:
     ignore: list[str] = field(default_factory=list)
     mlx_native: bool = False             # config["quantization"]: MLX affine/mx bundle
     raw: dict = field(default_factory=dict)  # the declaring section itself, for the schemes
-
-    @property
-    def announces_scaled_weights(self) -> bool:
-        return self.method in SCALED_METHODS
 
 
 def read_quant_config(config: dict | None, hf_quant_config: dict | None) -> QuantConfig:

@@ -42,7 +42,7 @@ def claim_layers(result) -> None:
                           f"({declaration.where}), which scalefix does not decode; "
                           "nothing done", file=_file_of(bundle, layer))
         weight = scheme.claim(layer, bundle.tensors, declaration)
-        _record(result, weight)
+        record(result, weight)
         result.declared[layer] = declaration
 
 
@@ -61,8 +61,9 @@ def claim_checkpoint(result) -> None:
     result.checkpoint_declaration = declaration
 
 
-def _record(result, weight) -> None:
-    """A claimed weight: it decodes, its side tensors are read, the rest of the layer drops."""
+def record(result, weight) -> None:
+    """A claimed weight (by ``claim_layers`` or a scheme's ``claim_bundle``): it decodes,
+    its side tensors are read, the rest of the layer drops."""
     for tensor in (weight.weight, *weight.sides.values(), *weight.dropped):
         if result.roles.get(tensor.name) not in ("plain", "marker", "activation_scale"):
             raise Refusal(f"{tensor.name!r} belongs to two declared layers",

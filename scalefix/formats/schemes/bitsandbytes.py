@@ -43,7 +43,7 @@ def claim_bundle(result, declaration) -> None:
     """Every 4-bit weight (found by its ``quant_state``) and every 8-bit one (by its ``SCB``)
     becomes a ``DeclaredWeight``; a bitsandbytes tensor without its layer, or a layer whose
     tensors disagree with its quant state, is refused."""
-    from ..declared import _record as record
+    from ..declared import record
     tensors, roles = result.bundle.tensors, result.roles
     claimed: set[str] = set()
     for name, info in tensors.items():
