@@ -2,7 +2,7 @@
 
     python benchmarks/make_dsv3_fp8.py OUT --size-gb 1.7 [--seed 0] [--shard-mb 400]
 
-Layout (see shared/formats.md section 1): every linear layer of the attention
+Layout (see docs/formats.md §5): every linear layer of the attention
 (MLA) and MLP is stored as ``<m>.weight`` F8_E4M3 ``[out, in]`` plus
 ``<m>.weight_scale_inv`` F32 ``[ceil(out/128), ceil(in/128)]``; embeddings,
 ``lm_head`` and norms are BF16. Tensor names are exactly DeepSeek-V3's.

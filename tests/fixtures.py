@@ -1,8 +1,8 @@
-"""Checkpoint fixtures for every format variant of formats.md, written with torch +
+"""Checkpoint fixtures for every format variant of docs/formats.md (§5-§7), written with torch +
 ``safetensors.torch.save_file`` (the real writer, independent of scalefix's), each with
 what ``inspect`` must say about it and torch's own dequantization as the oracle.
 
-The oracle is formats.md section 9 in torch: ``(q.to(float32) * scale_expanded).to(bfloat16)``,
+The oracle is docs/formats.md §1 in torch: ``(q.to(float32) * scale_expanded).to(bfloat16)``,
 the scale upcast to float32 first; FP4 through a LUT and ``torch.ldexp`` (transformers' way).
 """
 

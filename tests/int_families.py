@@ -1,4 +1,4 @@
-"""Integer and NVFP4 families (formats-next.md s.2): exact oracle decoders written from each
+"""Integer and NVFP4 families (docs/formats.md §8-§12): exact oracle decoders written from each
 writer's documented formula, independent of scalefix, and builders for the layouts that no
 CPU writer produces (ModelOpt NVFP4, GPTQ v1, AWQ GEMM, compressed-tensors' legacy per-word
 packing, unpacked zero points, ``weight_g_idx``).

@@ -1,5 +1,5 @@
 """Every code of every codec against independent oracles: torch's float8 dtypes, MLX's
-``mx.from_fp8`` and ``mx.dequantize`` (when MLX is installed), and formats.md's FP4 table."""
+``mx.from_fp8`` and ``mx.dequantize`` (when MLX is installed), and the FP4 table of docs/formats.md §2."""
 
 import numpy as np
 import pytest

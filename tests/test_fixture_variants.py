@@ -1,4 +1,4 @@
-"""Every format variant of formats.md: inspect classifies it, dequantize is bit-exact."""
+"""Every format variant of docs/formats.md: inspect classifies it, dequantize is bit-exact."""
 
 import numpy as np
 import pytest

@@ -27,7 +27,7 @@ ROLES = ("plain", "quantized", "scale", "quant_param", "activation_scale", "mark
 
 @dataclass(frozen=True)
 class QuantizedWeight:
-    """A quantized weight, its scale, and everything needed to decode it (formats.md s. 9)."""
+    """A quantized weight, its scale, and everything needed to decode it (docs/formats.md §1)."""
 
     weight: TensorInfo
     scale: TensorInfo
@@ -39,7 +39,7 @@ class QuantizedWeight:
     packing: str | None = None  # "low-first" | "high-first" for two FP4 codes per byte
     output_name: str = ""
     # NVFP4's second-level scale: ModelOpt ``weight_scale_2`` multiplies the block scales,
-    # compressed-tensors ``weight_global_scale`` divides them (formats-next.md s. 2)
+    # compressed-tensors ``weight_global_scale`` divides them (docs/formats.md §8)
     global_scale: TensorInfo | None = None
     global_op: str = ""       # "multiply" | "divide"
 

@@ -1,5 +1,5 @@
 """Element codecs as 256/16-entry float32 lookup tables, computed from the bit layouts
-(formats.md section 0), plus float32 -> bfloat16 round-to-nearest-even.
+(docs/formats.md §2), plus float32 -> bfloat16 round-to-nearest-even.
 
 Tables instead of arithmetic: decoding a byte is one gather, and every code can be
 checked against an oracle (tests compare all of them with torch's float8 dtypes).

@@ -1,4 +1,4 @@
-"""Every naming convention scalefix knows, in one table (formats.md sections 1-8).
+"""Every naming convention scalefix knows, in one table (docs/formats.md §4).
 
 A scale rule says: a tensor whose key ends with ``suffix`` is the scale of the tensor whose
 key is ``key[:-len(suffix)] + weight_suffix``. The rewrite, the runtime hook and ``inspect``
@@ -44,7 +44,7 @@ SCALE_RULES: tuple[ScaleRule, ...] = (
 SCALE_SUFFIXES: tuple[str, ...] = tuple(dict.fromkeys(rule.suffix for rule in SCALE_RULES))
 
 # NVFP4's second-level (global) scale beside ``<module>.weight_scale``: ModelOpt's multiplies
-# the E4M3 block scales, compressed-tensors' divides them (formats-next.md section 2).
+# the E4M3 block scales, compressed-tensors' divides them (docs/formats.md §8).
 NVFP4_GLOBAL_SCALES: tuple[tuple[str, str], ...] = (
     (".weight_scale_2", "multiply"),        # NVIDIA ModelOpt
     (".weight_global_scale", "divide"),     # compressed-tensors nvfp4-pack-quantized

@@ -1,4 +1,4 @@
-"""The one dequantize entry point (formats.md section 9).
+"""The one dequantize entry point (docs/formats.md §1).
 
 ``W = decode(Q) * S`` per block, in float32: the scale is upcast to float32 first, the
 product is rounded to the output dtype once, at the end (round to nearest even). Weights are

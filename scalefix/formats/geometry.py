@@ -1,4 +1,4 @@
-"""How a scale tensor tiles its weight: the block rule of formats.md.
+"""How a scale tensor tiles its weight: the block rule of docs/formats.md §3.
 
 Scale shape is ``[*lead, ceil(out/bo), ceil(in/bi)]`` for a weight ``[*lead, out, in]``.
 The block comes from config ``weight_block_size`` when it fits, else from the shapes (the

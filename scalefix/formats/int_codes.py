@@ -1,7 +1,7 @@
 """Decoding integer-coded weights (``int_weights.IntWeight``): unpack the codes, subtract the
 zero point in integers, multiply by the group scale once in float32.
 
-The bit layouts (formats-next.md section 2):
+The bit layouts (docs/formats.md §10):
 
 - dense (compressed-tensors since #715): code i of a row occupies bits ``i*b .. i*b+b-1`` of
   the row's little-endian int32 bitstream, crossing words where it must;

@@ -1,5 +1,5 @@
 """Integer-coded weights with group scales: which tensors form one, and its geometry
-(formats-next.md section 2). Decoding lives in ``int_codes``.
+(docs/formats.md §9-§12). Decoding lives in ``int_codes``.
 
 Families, each found by its own tensor names and dtypes (the config only breaks ties):
 

@@ -1,4 +1,4 @@
-"""Runtime fixes, one module per patch (the contract of shared/design.md):
+"""Runtime fixes, one module per patch (the contract: docs/architecture.md, "Adding a load-time patch"):
 
     TARGET = "exact.module.to.hook"
     DISTRIBUTION = "pip-distribution-name"

@@ -1,6 +1,6 @@
 """wrapt post-import hooks, with wrapt itself imported only when a target module is.
 
-scalefix applies its runtime fixes with ``wrapt.register_post_import_hook`` (design.md):
+scalefix applies its runtime fixes with ``wrapt.register_post_import_hook`` (docs/runtime.md §2):
 wrapt's finder wraps the target's loader and calls the hook once the module has executed,
 and fires at once for a module already imported. But importing wrapt is not cheap: 2.2 and
 later import ``asyncio`` (``wrapt.caching`` -> ``wrapt.synchronization``), about 60 ms;
