@@ -190,3 +190,40 @@ def differences(got: dict, want: dict) -> list[str]:
     out += [f"extra {n}" for n in sorted(set(got) - set(want))]
     out += [f"differs {n}" for n in sorted(set(got) & set(want)) if got[n] != want[n]]
     return out
+
+
+def venv_site() -> Path:
+    """The site-packages of this venv (jang 2.5.50 as released, mlx, numpy, safetensors)."""
+    import sysconfig
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def without_scalefix(site: Path) -> tuple[list[str], dict]:
+    """argv prefix and environment of a Python that imports ``jang_tools`` from ``site`` first
+    and the rest from this venv, and cannot import scalefix: ``-S`` skips site-packages'
+    ``.pth`` files (scalefix's editable install) and any sitecustomize; run it outside the
+    checkout (the working directory is on ``sys.path``)."""
+    import os
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SCALEFIX"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(venv_site())])
+    return [sys.executable, "-S"], env
+
+
+JANG_MAIN = ("import sys, importlib.util\n"
+             "assert importlib.util.find_spec('scalefix') is None, 'scalefix is importable'\n"
+             "import jang_tools\n"
+             "assert jang_tools.__file__.startswith(sys.argv[1]), jang_tools.__file__\n"
+             "sys.argv = ['jang'] + sys.argv[2:]\n"
+             "from jang_tools.__main__ import main\nmain()\n")
+
+
+def convert_without_scalefix(site: Path, src: Path, out: Path, cwd: Path) -> dict:
+    """``jang convert SRC -o OUT -p 8 -m rtn`` by the jang_tools below ``site``, no scalefix."""
+    import subprocess
+    prefix, env = without_scalefix(site)
+    proc = subprocess.run([*prefix, "-c", JANG_MAIN, str(site), "convert", str(src), "-o",
+                           str(out), "-p", "8", "-m", "rtn"], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return tensor_bytes(out)

@@ -5,7 +5,9 @@ hands back the patched source; ``patch_install`` does the rest the same way for 
 (the plan for every file before any write, backup, compile check, atomic replace, record,
 byte-for-byte revert).
 
-- ``jang``: the guard in ``jang_tools/load_jangtq.py``, placed by parsing (``jang_guard``).
+- ``jang``: the guard in ``jang_tools/load_jangtq.py``, placed by parsing (``jang_guard``),
+  and the FP8 scale fix appended to ``jang_tools/fp8.py`` and ``convert.py`` after parsing
+  them (``jang_fp8``).
 - ``mlx-lm``: the shipped diffs ``patches/mlx_lm-0.32.2-*.diff``, applied exactly
   (``unified_diff``) to the ``mlx_lm/`` files they name; their ``tests/`` hunks are for
   upstream and are skipped (an installed package has no tests).
@@ -20,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import ScalefixError
-from . import jang_guard, unified_diff
+from . import jang_fp8, jang_guard, unified_diff
 from .shipped import diff_text
 
 
@@ -45,9 +47,24 @@ def walk(root: Path, wanted) -> list[Path]:
     return sorted(found)
 
 
+def _examined(path: Path, examine, source: str, unrecognised) -> Plan:
+    """A parsing target's verdict as a Plan; a shape it does not know is left alone."""
+    try:
+        verdict = examine(source)
+    except unrecognised as exc:
+        raise ScalefixError(f"{exc}: left alone", file=path) from None
+    except SyntaxError as exc:
+        raise ScalefixError(f"does not parse ({exc.msg}): left alone", file=path) from None
+    if verdict.state == "absent":
+        return Plan("absent", detail=getattr(verdict, "detail", "")
+                    or f"function {jang_guard.FUNCTION} not present: nothing to patch")
+    return Plan(verdict.state, verdict.new_source)
+
+
 class JangGuard:
     name = "jang"
     relative = Path("jang_tools") / "load_jangtq.py"
+    labels = (str(relative),)
 
     def find(self, root: Path) -> list[tuple[Path, str]]:
         dirs = walk(root, lambda here, files: here.name == "jang_tools"
@@ -56,19 +73,48 @@ class JangGuard:
         return [(d / "load_jangtq.py", str(self.relative)) for d in dirs]
 
     def plan(self, path: Path, label: str, source: str) -> Plan:
-        try:
-            verdict = jang_guard.examine(source)
-        except jang_guard.Unrecognised as exc:
-            raise ScalefixError(f"{exc}: left alone", file=path) from None
-        except SyntaxError as exc:
-            raise ScalefixError(f"does not parse ({exc.msg}): left alone", file=path) from None
-        if verdict.state == "absent":
-            return Plan("absent", detail=f"function {jang_guard.FUNCTION} not present: "
-                                         "nothing to patch")
-        return Plan(verdict.state, verdict.new_source)
+        return _examined(path, jang_guard.examine, source, jang_guard.Unrecognised)
 
     def none_found(self, root: Path) -> str:
         return f"no {self.relative} below {root}: nothing to patch"
+
+
+class JangFP8:
+    """jang_tools' FP8 reader: fp8.py and convert.py, found together in one jang_tools/."""
+
+    name = "jang"
+    examiners = {"fp8.py": jang_fp8.examine_fp8, "convert.py": jang_fp8.examine_convert}
+    labels = tuple(f"jang_tools/{f}" for f in examiners)
+
+    def find(self, root: Path) -> list[tuple[Path, str]]:
+        dirs = walk(root, lambda here, files: here.name == "jang_tools"
+                    and all(f in files and not (here / f).is_symlink() for f in self.examiners))
+        return [(d / f, f"jang_tools/{f}") for d in dirs for f in self.examiners]
+
+    def plan(self, path: Path, label: str, source: str) -> Plan:
+        examine = self.examiners[Path(label).name]
+        return _examined(path, examine, source, jang_fp8.Unrecognised)
+
+    def none_found(self, root: Path) -> str:
+        return f"no jang_tools/fp8.py + convert.py below {root}: nothing to patch"
+
+
+class Together:
+    """Several targets of one package, patched (and reverted) in one run."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+        self.name = parts[0].name
+
+    def find(self, root: Path) -> list[tuple[Path, str]]:
+        return [found for part in self.parts for found in part.find(root)]
+
+    def plan(self, path: Path, label: str, source: str) -> Plan:
+        part = next(p for p in self.parts if label in p.labels)
+        return part.plan(path, label, source)
+
+    def none_found(self, root: Path) -> str:
+        return "; ".join(part.none_found(root) for part in self.parts)
 
 
 class ShippedDiffs:
@@ -131,7 +177,7 @@ class ShippedDiffs:
 
 
 TARGETS = {
-    "jang": JangGuard(),
+    "jang": Together(JangGuard(), JangFP8()),
     "mlx-lm": ShippedDiffs("mlx-lm", "mlx_lm", (
         "mlx_lm-0.32.2-fp8-weight-scale-name.diff",
         "mlx_lm-0.32.2-load-fp8-any-model.diff",
