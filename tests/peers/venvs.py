@@ -43,6 +43,10 @@ PEERS: dict[str, tuple[str, ...]] = {
                  "requests", "accelerate"),
     # bitsandbytes 4-bit as transformers saves it (load_in_4bit, CPU backend)
     "bnb": ("torch==2.13.0", "bitsandbytes==0.50.2", "transformers>=4.57,<5.17", "accelerate"),
+    # ComfyUI's own quantized layouts (comfy-kitchen: FP8, NVFP4, MXFP8, INT8, ConvRot W4A4,
+    # asym W4A8) quantize and dequantize on CPU; the package imports packaging undeclared
+    "comfy-kitchen": ("torch==2.13.0", "comfy-kitchen==0.2.40", "packaging", "safetensors",
+                      "numpy"),
 }
 # pip commands run after the install (vLLM's torchvision/torchaudio/torchcodec fail to
 # import beside the CPU torch, and vLLM imports them when present)
