@@ -99,10 +99,11 @@ def test_real_jang_has_nothing_to_patch():
     site = Path(jang_tools.__file__).parents[1]
     target = site / "jang_tools" / "load_jangtq.py"
     before = hashlib.sha256(target.read_bytes()).hexdigest()
-    proc = cli(sys.executable)
+    proc = cli(sys.executable, "--dry-run")  # dry: its FP8 reader would be patched for real
     assert proc.returncode == 0, proc.stderr
     assert f"{target}: nothing to patch (function _patch_quant_config_inplace not present: " \
            f"nothing to patch)" in proc.stdout
+    assert f"{site / 'jang_tools' / 'fp8.py'}: would patch" in proc.stdout
     assert hashlib.sha256(target.read_bytes()).hexdigest() == before
     assert not target.with_name("load_jangtq.py.scalefix-orig").exists()
 
