@@ -31,15 +31,11 @@ from safetensors.torch import load_file, save_file
 
 from scalefix.formats import open_bundle
 from scalefix.formats.codecs import f32_to_bf16
-from scalefix.formats.dequant import _stored
-from scalefix.formats.schemes import SCHEMES, Declaration, Refusal, claimant, comfy
+from scalefix.formats.dequant import stored_view
+from scalefix.formats.schemes import Declaration, Refusal, claimant, comfy
 from scalefix.formats.tensor_data import read_raw
 
-from .peers import artifacts
-
 KIND = "comfy-kitchen"
-if not any(pattern == KIND for pattern, _ in artifacts.RECIPES):
-    artifacts.RECIPES.append((KIND, lambda m: ("write_comfy_kitchen.py", None, [], KIND)))
 
 P = "model.diffusion_model."
 E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
@@ -58,8 +54,8 @@ def decode_all(path: Path) -> dict:
         except Refusal as exc:
             out[layer] = exc
             continue
-        arrays = {"weight": _stored(weight.weight, read_raw(weight.weight))}
-        arrays.update({r: _stored(i, read_raw(i)) for r, i in weight.sides.items()})
+        arrays = {"weight": stored_view(weight.weight, read_raw(weight.weight))}
+        arrays.update({r: stored_view(i, read_raw(i)) for r, i in weight.sides.items()})
         values = comfy.decode(weight, arrays)
         assert values.dtype == np.float32 and values.shape == weight.shape
         out[layer] = (weight, values)
@@ -433,8 +429,6 @@ def test_real_writer_rotation_is_not_one_function(real_writer):
 
 # ------------------------------------------------------------------ end to end (registry)
 
-wired = pytest.mark.skipif("comfy" not in SCHEMES, reason="scalefix.formats.schemes.SCHEMES "
-                           "does not list comfy yet")
 LEFT = (".comfy_quant", ".weight_scale", ".weight_scale_2", ".input_scale", ".scale_weight",
         "scaled_fp8")
 
@@ -464,7 +458,6 @@ def check_rewrite(src: Path, out: Path, oracle: dict) -> None:
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
 
 
-@wired
 @pytest.mark.peers
 @pytest.mark.parametrize("stem", ("mixed", "metadata_only", "padded"))
 def test_real_writer_end_to_end(real_writer, tmp_path, stem):
@@ -484,7 +477,6 @@ def test_real_writer_end_to_end(real_writer, tmp_path, stem):
                   load_numpy(str(root / f"{stem}.oracle.safetensors")))
 
 
-@wired
 def test_laid_out_here_end_to_end(tmp_path):
     path, expected = built(tmp_path / "src")
     check_rewrite(path, tmp_path / "out.safetensors", {f"{k}.weight": v
@@ -502,7 +494,6 @@ def assert_refused(src: Path, tmp: Path, words) -> None:
     assert not out.exists() and list(tmp.glob("o*")) == []
 
 
-@wired
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_declared_versus_actual_refused_everywhere(tmp_path, case):
     edit, after, words = CORPUS[case]
@@ -512,13 +503,11 @@ def test_declared_versus_actual_refused_everywhere(tmp_path, case):
     assert_refused(path, tmp_path, words)
 
 
-@wired
 def test_unknown_format_refused_everywhere(tmp_path):
     path, _ = built(tmp_path / "src", _set("a", format="nvfp8"))
     assert_refused(path, tmp_path, ("'nvfp8'", "does not decode"))
 
 
-@wired
 @pytest.mark.peers
 def test_real_writer_rotated_refused_everywhere(real_writer, tmp_path):
     assert_refused(real_writer(KIND) / "rotated.safetensors", tmp_path, ("Hadamard",))

@@ -53,17 +53,17 @@ def declared_sides(qw: DeclaredWeight) -> dict[str, np.ndarray]:
     """role -> stored array of every side tensor of a registry-decoded weight (its stored
     dtype: BF16 as uint16 bits, F8 as uint8 codes)."""
     raw = read_raw_many(qw.sides.values())
-    return {role: _stored(info, raw[info.name]) for role, info in qw.sides.items()}
+    return {role: stored_view(info, raw[info.name]) for role, info in qw.sides.items()}
 
 
-def _stored(info, raw: np.ndarray) -> np.ndarray:
+def stored_view(info, raw: np.ndarray) -> np.ndarray:
     view = raw.view(STORED_NUMPY.get(info.dtype, np.uint8))
     return view.reshape(info.shape) if info.shape else view.reshape(())
 
 
 def _declared_values(qw: DeclaredWeight, raw_weight: np.ndarray, sides) -> np.ndarray:
     """float32 [rows, cols] from the scheme's exact decode."""
-    values = qw.family.decode(qw, {"weight": _stored(qw.weight, raw_weight), **sides})
+    values = qw.family.decode(qw, {"weight": stored_view(qw.weight, raw_weight), **sides})
     values = np.asarray(values, dtype=np.float32)
     if values.shape != tuple(qw.shape):
         raise ScalefixError(f"{qw.family.NAME} decoded {list(values.shape)}, expected "

@@ -57,6 +57,8 @@ RECIPES = [
      lambda m: ("write_modelopt.py", "tiny-llama-bf16", [m[1]], "modelopt")),
     (r"(llama-modelopt-[a-z0-9]+)-ref",
      lambda m: ("write_modelopt.py", m[1], ["ref"], "modelopt")),
+    # ComfyUI-native files written by comfy-kitchen's layouts, with its dequantize beside
+    (r"comfy-kitchen", lambda m: ("write_comfy_kitchen.py", None, [], "comfy-kitchen")),
 ]
 
 

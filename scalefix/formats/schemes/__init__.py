@@ -51,6 +51,7 @@ from ..header import TensorInfo
 # The families, in the order a declaration is offered to them. Each entry is a module
 # name in this package.
 SCHEMES: tuple[str, ...] = (
+    "comfy",               # ComfyUI / comfy-kitchen: declared per layer, claimed first
     "fp8",
     "fp4",
     "compressed_tensors",
