@@ -229,3 +229,33 @@ def test_an_fp8_weight_without_any_scale_is_said_not_silently_read(tmp_path):
     assert len(lines) == 1 and "cannot apply the scales" in lines[0] and "'w.weight'" in lines[0]
     strict = _python(code, SCALEFIX_STRICT="1")
     assert strict.returncode != 0 and "UnfixedCheckpointError" in strict.stderr
+
+
+OTHER_FORMATS = r"""
+import json, sys, numpy as np, torch
+from safetensors.torch import save_file
+path = sys.argv[1]
+gen = torch.Generator().manual_seed(2)
+e5 = torch.randint(0, 256, (64, 96), dtype=torch.uint8, generator=gen)
+e5[(e5 & 0x7C) == 0x7C] = 0x3C                           # no inf / NaN codes
+e4 = torch.randint(0, 256, (64, 96), dtype=torch.uint8, generator=gen)
+e4[(e4 & 0x7F) == 0x7F] = 0x3F
+s5, s4 = torch.rand(1, 1) * 1e-3, torch.rand(64) * 1e-3
+save_file({"a.weight": e5.view(torch.float8_e5m2), "a.weight_scale": s5,
+           "b.weight": e4.view(torch.float8_e4m3fn), "b.qscale_weight": s4}, path)
+import jang_tools.convert, jang_tools.fp8 as fp8
+want = {"a.weight": e5.view(torch.float8_e5m2).float() * s5 + 0.0,
+        "b.weight": e4.view(torch.float8_e4m3fn).float() * s4[:, None] + 0.0}
+print(json.dumps({n: bool(np.array_equal(fp8.load_fp8_tensor(path, n, [64, 96]).view(np.uint32),
+                                         w.numpy().view(np.uint32))) for n, w in want.items()}))
+"""
+
+
+def test_e5m2_and_mistral_channel_scales_are_the_exact_products(tmp_path):
+    code = "import scalefix.auto\n" + OTHER_FORMATS.replace(
+        "sys.argv[1]", repr(str(tmp_path / "m.safetensors")))
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"a.weight": True, "b.weight": True}
+    plain = _python(OTHER_FORMATS.replace("sys.argv[1]", repr(str(tmp_path / "p.safetensors"))))
+    assert json.loads(plain.stdout) == {"a.weight": False, "b.weight": False}
