@@ -6,7 +6,7 @@ checkpoint's (``layers.3.ffn.experts.7.w1``): mlx-lm stacks, splits and renames 
 ``sanitize`` and quantizes by post-sanitize module path (formats.md section 3). Rather than
 keep a second copy of that knowledge, scalefix runs mlx-lm's sanitize itself on decoded
 tensors, exactly as mlx-lm would on a BF16 checkpoint (one layer real at a time, the rest
-lazy stand-ins: see ``mlx_affine``).
+lazy stand-ins: see ``bundle_plan``).
 
 Only the model's own module is imported (``mlx_lm.models.<type>``, 50 ms), never the
 ``mlx_lm`` package itself, whose ``__init__`` pulls in ``transformers`` through the tokenizer
