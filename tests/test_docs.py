@@ -211,6 +211,25 @@ def build_app(work: Path) -> None:
     shutil.copytree(Path(__file__).parent / "old_jang" / "jang_tools", site / "jang_tools")
 
 
+def build_comfy(work: Path) -> None:
+    """A ComfyUI-native file: an FP8 layer declared by its ``comfy_quant`` tensor, a plain
+    BF16 layer beside it."""
+    import json as _json
+
+    import torch
+    from safetensors.torch import save_file
+    gen = torch.Generator().manual_seed(0)
+    layer = "model.diffusion_model.double_blocks.0.img_attn.qkv"
+    marker = torch.tensor(list(_json.dumps({"format": "float8_e4m3fn"}).encode()),
+                          dtype=torch.uint8)
+    save_file({layer + ".weight": (torch.randn(64, 32, generator=gen) * 20).to(
+                   torch.float8_e4m3fn),
+               layer + ".weight_scale": torch.tensor(0.01),
+               layer + ".comfy_quant": marker,
+               "model.diffusion_model.final_layer.weight": torch.randn(8, 32).to(torch.bfloat16)},
+              str(work / "COMFY.safetensors"))
+
+
 # The placeholders the README uses, each built in the work folder under its own name.
 PLACEHOLDERS = {
     "MODEL": (build_model, "a whole tiny Llama in block FP8, scale in another shard, with a "
@@ -218,6 +237,7 @@ PLACEHOLDERS = {
     "CONVERTED": (build_converted, "MODEL converted to BF16 without its scales, as a "
                                    "scale-unaware converter does (scalefix.demo)"),
     "APP": (build_app, "an app tree bundling the old jang_tools (tests/old_jang)"),
+    "COMFY": (build_comfy, "a ComfyUI-native FP8 file declared by comfy_quant"),
 }
 
 
@@ -262,7 +282,7 @@ def run_readme(readme: Path, work: Path) -> tuple[list[str], list[str]]:
     """Run ``readme``'s blocks in ``work``; return (problems, commands skipped and why)."""
     text = readme.read_text(encoding="utf-8")
     for name, (build, _) in PLACEHOLDERS.items():
-        if re.search(rf"\b{name}\b", text) and not (work / name).exists():
+        if re.search(rf"\b{name}\b", text) and not any(work.glob(name + "*")):
             build(work)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / ".hub"))

@@ -1,5 +1,6 @@
 """safetensors tensors <-> MLX arrays, for the two places that hand data to MLX (the
-``mx.load`` hook and ``rewrite --to mlx-affine``). MLX is imported on first use only."""
+``mx.load`` hook and ``rewrite --to mlx`` / ``--to mlx-affine``). MLX is imported on first
+use only."""
 
 from __future__ import annotations
 

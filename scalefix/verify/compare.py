@@ -121,8 +121,10 @@ def verify(src, dst) -> dict:
     mlx_quantization = (dst_bundle.config or {}).get("quantization")
     if isinstance(mlx_quantization, dict) and src_result.quantized:
         raise ScalefixError("is an MLX-quantized bundle (config.json 'quantization'): verify "
-                            "compares dequantized checkpoints; for `rewrite --to mlx-affine` "
-                            "the summary reports the re-quantization SQNR per module", file=dst)
+                            "compares dequantized checkpoints; `rewrite --to mlx` checks each "
+                            "native form against the exact decode as it writes it, and reports "
+                            "the SQNR of anything re-quantized (--requantize, --to mlx-affine)",
+                            file=dst)
     expected: dict[str, str] = {}        # DST name -> source tensor name
     dropped: set[str] = set()
     for name, role in src_result.roles.items():

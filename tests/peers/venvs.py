@@ -77,7 +77,15 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
+# Set by tests/conftest.py while a test runs: "peers", or the node id of a default-tier test
+TIER_ENV = "SCALEFIX_TEST_TIER"
+
+
 def peer_python(name: str) -> Path:
+    tier = os.environ.get(TIER_ENV)
+    if tier not in (None, "peers"):
+        raise RuntimeError(f"{tier} uses the peer venv {name!r} but is not in the peer tier: "
+                           "mark it @pytest.mark.peers")
     requirements = PEERS[name]
     after = AFTER_INSTALL.get(name, ())
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
