@@ -8,7 +8,7 @@ planned tensor's bytes are made (``bundle_write``).
 
 Why not copy the FP4 codes and E8M0 exponents across: that is only valid for MLX's ``mxfp4``
 mode, and the community shortcut ``scale=(max-min)/15, bias=min`` is not MLX's affine formula
-(formats.md section 3). The only exact route is decode -> ``mx.quantize``.
+(docs/mlx.md §3). The only exact route is decode -> ``mx.quantize``.
 
 Layout: mlx-lm's own sanitize for the model type (``layout``), run on decoded BF16 tensors
 exactly as mlx-lm would run it on a BF16 checkpoint; the tensors that came from a selected

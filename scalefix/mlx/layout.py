@@ -3,7 +3,7 @@
 An MLX-quantized bundle is only loadable if its quantized modules sit under the names mlx-lm
 builds its model with (``model.layers.3.mlp.experts.switch_mlp.gate_proj``), not the
 checkpoint's (``layers.3.ffn.experts.7.w1``): mlx-lm stacks, splits and renames in
-``sanitize`` and quantizes by post-sanitize module path (formats.md section 3). Rather than
+``sanitize`` and quantizes by post-sanitize module path (docs/mlx.md §2). Rather than
 keep a second copy of that knowledge, scalefix runs mlx-lm's sanitize itself on decoded
 tensors, exactly as mlx-lm would on a BF16 checkpoint (one layer real at a time, the rest
 lazy stand-ins: see ``bundle_plan``).
