@@ -74,8 +74,14 @@ def test_fresh_venv_without_torch_or_mlx(tmp_path):
 
 
 def test_readme_test_command_is_what_ci_runs():
+    """CI runs the README's fresh-machine test command (the default tier), then the peer
+    tier command of its Contributing section, both exactly as the README shows them."""
     readme = (REPO / "README.md").read_text()
-    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
-    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```sh\n")[1:3]]
-    assert blocks[1] == ci
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.startswith(("python3 ", ".venv/"))]
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```sh\n")[1:]]
     assert blocks[0].endswith("scalefix demo")
+    assert ci[0] == blocks[1]
+    contributing = readme.split("## Contributing", 1)[1]
+    shown = [line.split("#", 1)[0].strip() for line in contributing.splitlines()]
+    assert len(ci) == 2 and ci[1] in shown and ci[1].endswith("pytest -ra -m peers")
