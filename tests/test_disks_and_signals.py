@@ -299,10 +299,11 @@ def test_sigterm_in_any_command_exits_143_with_one_line():
     one line and 143; Python's default would end it silently, without cleanup."""
     code = ("import os, signal, time\n"
             "from scalefix import cli\n"
+            "from scalefix.commands import status\n"
             "def busy(args):\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    time.sleep(60)\n"
-            "cli._status = busy\n"
+            "status.run = busy\n"
             "raise SystemExit(cli.main(['status']))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 143, proc
