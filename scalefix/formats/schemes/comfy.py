@@ -53,6 +53,10 @@ of the weights; FP8, MXFP8 and INT8 agree bit for bit.
 ``input_scale`` (static activation scales) and ``comfy_quant`` are dropped; the bias stays.
 Every output keeps ComfyUI's key ``<layer>.weight``. No MLX native form (exact BF16).
 ComfyUI's ``awq_w4a16`` is not declared here: refused as a format scalefix does not decode.
+
+Why one module of ~470 lines: the scheme registry wants one module per family
+(``schemes/__init__.py``), and 65 of the lines are this layout reference, which the code
+below follows section by section.
 """
 
 from __future__ import annotations
