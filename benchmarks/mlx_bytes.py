@@ -46,19 +46,19 @@ CASES = [(f"tiny-{k}", f"tiny-{k}", ["--to", "mlx"]) for k in KINDS] + [
 
 def make_source(name: str, path: Path) -> None:
     if name.startswith("tiny-"):
-        from tests.tiny_int_llama import tiny_int_llama
+        from tests.support.tiny_int_llama import tiny_int_llama
         tiny_int_llama(path, name[len("tiny-"):])
     elif name == "dsv4":
-        from tests.fixtures import dsv4_tiny_model
+        from tests.support.fixtures import dsv4_tiny_model
         dsv4_tiny_model(path)
     elif name == "llama-fp8":
-        from tests.tiny_llama import llama_tiny_fp8
+        from tests.support.tiny_llama import llama_tiny_fp8
         llama_tiny_fp8(path)
     elif name == "mixtral-fp8":
-        from tests.fixtures import mixtral_tiny_fp8
+        from tests.support.fixtures import mixtral_tiny_fp8
         mixtral_tiny_fp8(path)
     elif name == "gpt-oss":
-        from tests.fixtures import gpt_oss_tiny_model
+        from tests.support.fixtures import gpt_oss_tiny_model
         gpt_oss_tiny_model(path)
     else:
         import make_formats

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import VARIANTS
-from .int_families import awq, gptq
+from tests.support.fixtures import VARIANTS
+from tests.support.int_families import awq, gptq
 
 
 def _edit_quant_config(root: Path, **changes) -> None:

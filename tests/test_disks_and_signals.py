@@ -2,8 +2,8 @@
 and SIGINT during a rewrite, and JSON nested or sized to break the parser.
 
 The disk-full tests run on a real small filesystem where this machine allows one (a tmpfs in a
-private mount namespace, see tests/small_disk.py) and on the fake disk of tests/fake_disk
-always, so the path CI takes without CAP_SYS_ADMIN is exercised here too.
+private mount namespace, see tests/support/small_disk.py) and on the fake disk of
+tests/support/fake_disk always, so the path CI takes without CAP_SYS_ADMIN is exercised here too.
 """
 
 import json
@@ -21,10 +21,10 @@ from scalefix.errors import ScalefixError
 from scalefix.formats.jsonio import MAX_DEPTH, parse_json, read_json
 from scalefix.rewrite import space
 
-from .fixtures import dsv4_tiny_model
-from .killing import kill_after_first_shard, signal_when
-from .small_disk import available_mode, run_session
-from .test_rewrite import _big_source, _same_tree
+from tests.support.checkpoint import same_tree
+from tests.support.fixtures import big_fp8_source, dsv4_tiny_model
+from tests.support.killing import kill_after_first_shard, signal_when
+from tests.support.small_disk import available_mode, run_session
 
 MiB = 1 << 20
 SCALEFIX = [sys.executable, "-m", "scalefix"]
@@ -50,7 +50,7 @@ def disk_mode(request) -> str:
         _MODE = available_mode()
     if _MODE == "injected":
         warnings.warn("no tmpfs can be mounted here (no user namespace, no CAP_SYS_ADMIN): the "
-                      "'real' disk tests ran on the fake disk (tests/fake_disk)")
+                      "'real' disk tests ran on the fake disk (tests/support/fake_disk)")
     request.node.user_properties.append(("small_disk", _MODE))
     print(f"small disk: {_MODE}")
     return _MODE
@@ -61,7 +61,7 @@ def sources(tmp_path_factory):
     """A 3-shard FP8 bundle (25 MB of BF16 out, 12 output shards of 2 MB with --max-shard-size
     4MB) and its reference rewrite on the ordinary disk."""
     root = tmp_path_factory.mktemp("sources")
-    src = _big_source(root / "src", shards=3, rows=512, cols=2048)
+    src = big_fp8_source(root / "src", shards=3, rows=512, cols=2048)
     assert main(["rewrite", str(src), "--out", str(root / "reference"), "--max-shard-size", "4MB",
                  "--quiet"]) == 0
     single = src / "model-00001-of-00003.safetensors"
@@ -180,7 +180,7 @@ def test_disk_full_mid_run_then_resume_is_byte_identical(sources, disk_mode, tmp
     _refusal(fresh, other)
     assert resumed["rc"] == 0, resumed
     assert f"reused {len(done)} finished shard(s)" in resumed["stdout"]
-    _same_tree(sources / "reference", tmp_path / "out")
+    same_tree(sources / "reference", tmp_path / "out")
 
 
 def test_disk_full_single_file_removes_the_partial(sources, disk_mode, tmp_path):
@@ -215,7 +215,7 @@ def test_disk_full_mlx_affine_then_resume(dsv4, disk_mode, tmp_path):
     assert done and not any(n.endswith(".tmp") for n in listing), listing
     assert f"{len(done)} finished shard(s)" in line and f"rm -rf {staging}" in line, line
     assert resumed["rc"] == 0, resumed
-    _same_tree(dsv4 / "reference", tmp_path / "out")
+    same_tree(dsv4 / "reference", tmp_path / "out")
 
 
 # -- signals ---------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def big(tmp_path_factory):
     """24 output shards of 4 MB (--max-shard-size 8MB), as the kill -9 tests use, and the
     uninterrupted result."""
     root = tmp_path_factory.mktemp("big")
-    src = _big_source(root / "src")
+    src = big_fp8_source(root / "src")
     assert main(["rewrite", str(src), "--out", str(root / "reference"), "--max-shard-size",
                  "8MB", "--quiet"]) == 0
     return root
@@ -260,7 +260,7 @@ def test_signal_mid_run_then_resume_is_byte_identical(big, tmp_path, sig):
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"reused {len(done)} finished shard(s)" in resumed.stdout
-    _same_tree(big / "reference", dst)
+    same_tree(big / "reference", dst)
 
 
 @pytest.mark.slow
@@ -274,7 +274,7 @@ def test_sigterm_mlx_affine_then_resume_is_byte_identical(dsv4, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in staging.iterdir())
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    _same_tree(dsv4 / "reference", dst)
+    same_tree(dsv4 / "reference", dst)
 
 
 def test_sigint_single_file_removes_the_partial(big, tmp_path):

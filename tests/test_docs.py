@@ -195,7 +195,7 @@ def test_the_citation_finder_sees_what_it_must(tmp_path):
 
 
 def build_model(work: Path) -> None:
-    from .tiny_llama import llama_tiny_fp8
+    from tests.support.tiny_llama import llama_tiny_fp8
     llama_tiny_fp8(work / "MODEL")
 
 
@@ -233,7 +233,7 @@ def build_comfy(work: Path) -> None:
 # The placeholders the README uses, each built in the work folder under its own name.
 PLACEHOLDERS = {
     "MODEL": (build_model, "a whole tiny Llama in block FP8, scale in another shard, with a "
-                           "tokenizer (tests/tiny_llama.py)"),
+                           "tokenizer (tests/support/tiny_llama.py)"),
     "CONVERTED": (build_converted, "MODEL converted to BF16 without its scales, as a "
                                    "scale-unaware converter does (scalefix.demo)"),
     "APP": (build_app, "an app tree bundling the old jang_tools (tests/old_jang)"),

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.codecs import f32_to_bf16
 
-from .family_checks import (assert_exact, assert_refused_everywhere, bf16_tensors,
+from tests.support.family_checks import (assert_exact, assert_refused_everywhere, bf16_tensors,
                             check_rewrite, decoded, inspect_status, mlx_lm_load, oracle,
                             writer_fixture)
 

@@ -9,7 +9,7 @@ with no scale, input scale or hf_quant_config.json left; ``inspect`` never says 
 ``--to mlx`` (exact BF16) loads in mlx-lm. q/k/v (and gate/up) share their weight_scale_2 and
 input_scale values, each module storing its own copy.
 
-Without the peer: the formula-built ModelOpt NVFP4 checkpoint (tests/int_families.py) and the
+Without the peer: the formula-built ModelOpt NVFP4 checkpoint (tests/support/int_families.py) and the
 declared-versus-actual corpus (an algorithm scalefix does not decode, MIXED_PRECISION naming
 the wrong format or a layer without its scale, config.json and hf_quant_config.json that
 disagree, an excluded layer holding codes)."""
@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.codecs import f32_to_bf16
 
-from .family_checks import (assert_exact, assert_refused_everywhere, check_rewrite, decoded,
+from tests.support.family_checks import (assert_exact, assert_refused_everywhere, check_rewrite, decoded,
                             inspect_status, mlx_lm_load, oracle,
                             writer_fixture)
-from .int_families import modelopt_nvfp4
+from tests.support.int_families import modelopt_nvfp4
 
 VARIANTS = ("fp8", "nvfp4", "mixed")
 Q_PROJ = "model.layers.0.self_attn.q_proj"

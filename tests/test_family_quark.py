@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from scalefix.formats import classify, open_bundle
 
-from .family_checks import (assert_exact, assert_refused_everywhere, check_rewrite, decoded,
+from tests.support.family_checks import (assert_exact, assert_refused_everywhere, check_rewrite, decoded,
                             inspect_status, mlx_lm_load, oracle,
                             writer_fixture)
 

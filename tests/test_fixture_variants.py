@@ -7,7 +7,7 @@ import torch
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.dequant import dequantize
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 
 @pytest.fixture(params=sorted(VARIANTS))
@@ -59,7 +59,7 @@ def test_other_output_dtypes_match_torch(tmp_path, out, torch_dtype):
         tensors.update(load_file(str(f)))
     for weight, want in fx.quantized.items():
         q, s = tensors[weight], tensors[want.scale]
-        from .fixtures import expand
+        from tests.support.fixtures import expand
         ref = (q.to(torch.float32) * expand(s, q.shape, want.block)).to(torch_dtype)
         got = dequantize(result.quantized[weight], out)
         assert np.array_equal(got, ref.numpy()), weight

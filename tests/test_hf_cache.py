@@ -13,10 +13,10 @@ import pytest
 
 from scalefix.cli import main
 
-from .fixtures import VARIANTS
-from .hf_cache import into_cache, links_in
-from .mlx_logits import logits as mlx_logits, same_bits
-from .tiny_llama import llama_tiny_fp8
+from tests.support.fixtures import VARIANTS
+from tests.support.hf_cache import into_cache, links_in
+from tests.support.mlx_logits import logits as mlx_logits, same_bits
+from tests.support.tiny_llama import llama_tiny_fp8
 
 REPO = "acme/Tiny-FP8"
 
@@ -151,7 +151,7 @@ mx = pytest.importorskip("mlx.core")
 
 def test_mx_load_through_snapshot_links_is_exact(hub):
     from scalefix.hooks import mlx_load
-    from .test_hook_mlx_load import bits, oracle_bits
+    from tests.support.mlx_checks import bits, oracle_bits
     fx, snapshot, _ = hub
     mlx_load.apply(mx)
     try:

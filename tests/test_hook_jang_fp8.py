@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .jang_fp8_fixtures import TRAPS, VARIANTS, build, differences, ragged_misread, tensor_bytes
+from tests.support.jang_fp8_fixtures import TRAPS, VARIANTS, build, differences, ragged_misread, tensor_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ import pytest
 
 from scalefix.cli import main
 
-from .mlx_logits import logits, same_bits
+from tests.support.mlx_logits import logits, same_bits
 
 pytestmark = pytest.mark.peers
 pytest.importorskip("mlx_lm")

@@ -12,9 +12,11 @@ import torch
 
 from scalefix.formats.header import read_header
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 mx = pytest.importorskip("mlx.core")
+
+from tests.support.mlx_checks import bits, oracle_bits  # noqa: E402
 
 MX_FAMILY = {"dsv4", "gpt-oss"}
 FLOAT_SCALED = sorted(set(VARIANTS) - MX_FAMILY)
@@ -41,14 +43,6 @@ def load_all(load, path, return_metadata=False):
         else:
             out.update(load(str(f)))
     return out
-
-
-def bits(array):
-    return np.array(array.view(mx.uint16) if array.dtype == mx.bfloat16 else array)
-
-
-def oracle_bits(tensor):
-    return tensor.view(torch.int16).numpy().view(np.uint16)
 
 
 @pytest.mark.parametrize("return_metadata", [False, True])
@@ -244,7 +238,7 @@ def test_hook_on_older_mlx(peer, tmp_path, monkeypatch):
     from scalefix.formats import classify, open_bundle
     from scalefix.formats.dequant import dequantize
 
-    from .peers.venvs import peer_python
+    from tests.peers.venvs import peer_python
     try:
         python = peer_python(peer)
     except Exception as exc:
@@ -286,6 +280,6 @@ def test_hook_on_older_mlx(peer, tmp_path, monkeypatch):
 
 
 def peer_version(peer: str) -> str:
-    from .peers.venvs import PEERS
+    from tests.peers.venvs import PEERS
     spec = next(r for r in PEERS[peer] if r.startswith("mlx"))
     return spec.split("==")[1]

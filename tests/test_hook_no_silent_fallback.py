@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from .fixtures import VARIANTS
-from .hf_cache import into_cache
+from tests.support.fixtures import VARIANTS
+from tests.support.hf_cache import into_cache
 
 mx = pytest.importorskip("mlx.core")
 

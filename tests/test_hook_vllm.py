@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .peers.venvs import peer_python
+from tests.peers.venvs import peer_python
 
 pytestmark = pytest.mark.peers
 REPO = Path(__file__).resolve().parents[1]

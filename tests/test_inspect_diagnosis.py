@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from scalefix.demo import build_demo_checkpoint, convert_without_scales
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 
 def bf16_model(root, weights, config=None):

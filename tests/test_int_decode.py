@@ -1,6 +1,6 @@
 """Integer-coded and NVFP4 weights decoded bit for bit against torch oracles.
 
-The layouts are built here by packers written the simple way (a bit array per row, numpy
+The layouts are built by the packers of tests/support/packing.py (a bit array per row, numpy
 ``packbits``), independent of scalefix's unpacker; the real writers' own output is checked in
 test_int_families.py. Oracle: ``((q - z) * s)`` in float32 with torch, rounded to BF16 once.
 """
@@ -10,57 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from scalefix.cli import main
-from scalefix.formats import classify, open_bundle
-from scalefix.formats.dequant import dequantize
 
-AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+from tests.support.int_layouts import bf16_scale, decoded, gptq_tensors, oracle, save
+from tests.support.packing import awq_pack, pack_bits
 
-
-def pack_bits(codes: np.ndarray, bits: int, dense: bool) -> np.ndarray:
-    """[n, c] unsigned codes -> [n, words] int32, low bits first."""
-    n, c = codes.shape
-    bitplanes = ((codes[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8)  # [n, c, b]
-    if dense:
-        stream = bitplanes.reshape(n, c * bits)
-    else:  # 32 // b codes per word, the top bits of each word unused
-        per = 32 // bits
-        words = -(-c // per)
-        padded = np.zeros((n, words * per, bits), np.uint8)
-        padded[:, :c] = bitplanes
-        stream = np.zeros((n, words, 32), np.uint8)
-        stream[:, :, : per * bits] = padded.reshape(n, words, per * bits)
-        stream = stream.reshape(n, words * 32)
-    total = -(-stream.shape[1] // 32) * 32
-    stream = np.pad(stream, ((0, 0), (0, total - stream.shape[1])))
-    return np.packbits(stream, axis=1, bitorder="little").view("<i4").reshape(n, -1)
-
-
-def oracle(codes, zero, scale, col_group) -> torch.Tensor:
-    q = torch.from_numpy(codes.astype(np.int64))
-    z = torch.from_numpy(np.asarray(zero, dtype=np.int64))
-    z = z[:, col_group] if z.ndim == 2 else z
-    s = torch.from_numpy(scale)[:, col_group]
-    return ((q - z).to(torch.float32) * s.to(torch.float32)).to(torch.bfloat16)
-
-
-def save(root, tensors, config=None):
-    root.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(root / "model.safetensors"))
-    (root / "config.json").write_text(json.dumps(config or {"model_type": "llama"}))
-    return root
-
-
-def decoded(root, name):
-    result = classify(open_bundle(root))
-    qw = result.quantized[name]
-    return qw, torch.from_numpy(dequantize(qw, "bf16").view(np.int16)).view(torch.bfloat16)
-
-
-def bf16_scale(rng, *shape):
-    return torch.from_numpy(rng.uniform(1e-3, 3e-2, shape).astype(np.float32)).bfloat16()
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
@@ -132,24 +87,6 @@ def test_int8_channel(tmp_path, zp):
     assert qw.scheme == "int8-channel" + ("-zp" if zp else "")
 
 
-def gptq_tensors(rng, out, cols, group, act_order):
-    codes = rng.integers(0, 16, (out, cols)).astype(np.uint8)
-    groups = cols // group
-    zero = rng.integers(1, 16, (out, groups)).astype(np.uint8)       # z; stored as z - 1
-    scales = rng.uniform(1e-3, 2e-2, (groups, out)).astype(np.float16)
-    g_idx = np.arange(cols) // group
-    if act_order:
-        g_idx = rng.permutation(g_idx)
-    qweight = pack_bits(codes.T.copy().T, 4, True)                    # [out, in/8] ...
-    qweight = np.ascontiguousarray(pack_bits(codes, 4, True).T)     # ... along the input
-    qzeros = pack_bits((zero - 1).T.copy(), 4, True)                  # [G, out/8]
-    tensors = {"l.qweight": torch.from_numpy(qweight), "l.qzeros": torch.from_numpy(qzeros),
-               "l.scales": torch.from_numpy(scales),
-               "l.g_idx": torch.from_numpy(g_idx.astype(np.int32))}
-    want = oracle(codes, zero, scales.T.astype(np.float32), g_idx)
-    return tensors, want
-
-
 @pytest.mark.parametrize("act_order", [False, True])
 def test_gptq_v1(tmp_path, act_order):
     rng = np.random.default_rng(3)
@@ -169,10 +106,6 @@ def test_awq_gemm(tmp_path):
     codes = rng.integers(0, 16, (out, cols)).astype(np.uint8)
     zero = rng.integers(0, 16, (out, cols // group)).astype(np.uint8)
     scales = rng.uniform(1e-3, 2e-2, (cols // group, out)).astype(np.float16)
-
-    def awq_pack(values):  # [rows, out] -> [rows, out/8], nibble j holds AWQ_ORDER[j]
-        v = values.reshape(values.shape[0], -1, 8)[:, :, AWQ_ORDER].astype(np.uint32)
-        return (v << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32).view("<i4")
 
     tensors = {"l.qweight": torch.from_numpy(awq_pack(codes.T.copy())),
                "l.qzeros": torch.from_numpy(awq_pack(zero.T.copy())),

@@ -4,7 +4,7 @@ NVFP4, ModelOpt NVFP4, GPTQ v1, AWQ GEMM.
 Fixtures come from the real writers where they run on CPU (llmcompressor / compressed-tensors
 0.19 and 0.9.3 compressors, auto-round's GPTQ and AWQ packers: tests/peers/artifacts.py),
 each with its writer's own decoder as the BF16 oracle; the layouts no CPU writer produces
-are built from their formulas (tests/int_families.py) and cross-checked against independent
+are built from their formulas (tests/support/int_families.py) and cross-checked against independent
 implementations (mlx-lm's AWQ transform, auto-round's GPTQ QuantLinear, compressed-tensors'
 AutoAWQ / ModelOpt converters and old releases' decompressors).
 
@@ -25,8 +25,8 @@ import torch
 
 from scalefix.cli import main
 
-from . import int_families as fam
-from .int_families import SIDE_SUFFIXES, load_bundle
+from tests.support import int_families as fam
+from tests.support.int_families import SIDE_SUFFIXES, load_bundle
 
 SCRIPTS = Path(__file__).parent / "peers" / "scripts"
 ACTIVATION_SUFFIXES = (".input_scale", ".input_global_scale")
@@ -201,7 +201,7 @@ CROSS = {
 def cross_decoded(tmp_path_factory):
     """Every CROSS fixture built once and decoded by its peer, one process per script and
     peer (their imports take seconds). name -> (Built, decoded dir | None, error | None)."""
-    from .peers.venvs import peer_python
+    from tests.peers.venvs import peer_python
     root = tmp_path_factory.mktemp("cross")
     built = {n: FORMULA[n](root / "src" / n) for n in CROSS}
     result = {}
@@ -323,7 +323,7 @@ def real(request, real_writer):
 
 
 def decode_test_side(kind: str, src: dict, module: str) -> torch.Tensor:
-    """The oracle formulas of tests/int_families.py, independent of scalefix and of the
+    """The oracle formulas of tests/support/int_families.py, independent of scalefix and of the
     writers' code: every code times its (effective) scale in float32, BF16 once."""
     how = REAL[kind][4]
     if how == "gptq":

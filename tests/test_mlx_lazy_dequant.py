@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.dequant import dequantize, load_scale
 
-from .fixtures import VARIANTS, pack_low_first
+from tests.support.fixtures import VARIANTS
+from tests.support.packing import pack_low_first
 
 mx = pytest.importorskip("mlx.core")
 from scalefix.mlx import lazy_dequant  # noqa: E402  (imports mlx on use only)

@@ -28,7 +28,7 @@ from mlx.utils import tree_flatten  # noqa: E402
 from scalefix.cli import main  # noqa: E402
 from scalefix.mlx.module_form import mlx_has_nvfp4_global_scale  # noqa: E402
 
-from .tiny_llama import write_tokenizer  # noqa: E402
+from tests.support.tiny_llama import write_tokenizer  # noqa: E402
 
 CONFIG = {"model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2,
           "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1,

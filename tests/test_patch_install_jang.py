@@ -16,7 +16,7 @@ import pytest
 from scalefix.install import jang_fp8
 from scalefix.install.patch_install import patch_install
 
-from .jang_fp8_fixtures import (TRAPS, VARIANTS, build, convert_without_scalefix, differences,
+from tests.support.jang_fp8_fixtures import (TRAPS, VARIANTS, build, convert_without_scalefix, differences,
                                 venv_site)
 
 RELEASED = venv_site()

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from . import mlx_lm_peer as peer_mod
-from .mlx_lm_peer import DIFFS, logits, patched_copy, rename_scales, same_bits, \
+from tests.support import mlx_lm_peer as peer_mod
+from tests.support.mlx_lm_peer import DIFFS, logits, patched_copy, rename_scales, same_bits, \
     scalefix_rewrite, ct_config
-from .tiny_llama import llama_tiny_fp8
+from tests.support.tiny_llama import llama_tiny_fp8
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 pytest.importorskip("torch")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .jang_fp8_fixtures import (TRAPS, VARIANTS, build, convert_without_scalefix, differences,
+from tests.support.jang_fp8_fixtures import (TRAPS, VARIANTS, build, convert_without_scalefix, differences,
                                 venv_site, without_scalefix)
 
 PATCHES = Path(__file__).resolve().parents[1] / "patches"

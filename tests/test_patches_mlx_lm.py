@@ -1,5 +1,5 @@
 """The three upstream diffs ``patches/mlx_lm-0.32.2-*.diff``, proven on released mlx-lm
-0.32.2 without scalefix (helpers: tests/mlx_lm_peer.py).
+0.32.2 without scalefix (helpers: tests/support/mlx_lm_peer.py).
 
 Per diff: it applies cleanly (``git apply --check``) to the wheel's ``mlx_lm/`` and, with its
 test hunks, to the sdist; the patched files compile; its upstream tests fail on the released
@@ -25,11 +25,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from . import mlx_lm_peer as peer_mod
-from .mlx_lm_peer import DIFFS, VERSION, ct_config, git_apply, logits, patched_copy, \
+from tests.support import mlx_lm_peer as peer_mod
+from tests.support.mlx_lm_peer import DIFFS, VERSION, ct_config, git_apply, logits, patched_copy, \
     rename_scales, same_bits, scalefix_rewrite, with_config
-from .test_hook_mlx_lm_dsv3 import fp8_dsv3
-from .tiny_llama import llama_tiny_fp8
+from tests.support.dsv3_fp8 import fp8_dsv3
+from tests.support.tiny_llama import llama_tiny_fp8
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 pytest.importorskip("torch")
@@ -54,7 +54,7 @@ def peer():
 
 @pytest.fixture(scope="module")
 def sdist():
-    from .peers.sources import released_sdist
+    from tests.peers.sources import released_sdist
     return peer_mod.available(lambda: released_sdist("mlx-lm", VERSION))
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.dequant import dequantize
 
-from .fixtures import expand
+from tests.support.fixtures import expand
 
 pytestmark = pytest.mark.peers
 

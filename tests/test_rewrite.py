@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from scalefix.cli import main
 
-from .fixtures import VARIANTS
-from .killing import kill_after_first_shard
-from .test_malformed_inputs import CASES as MALFORMED
+from tests.support.checkpoint import same_tree
+from tests.support.fixtures import VARIANTS, big_fp8_source
+from tests.support.killing import kill_after_first_shard
+from tests.support.malformed import CASES as MALFORMED
 
 
 def load_bundle(path: Path) -> dict:
@@ -121,7 +122,7 @@ def test_other_dtypes(tmp_path, out, torch_dtype):
     fx = VARIANTS["dsv3"](tmp_path / "m")
     assert rewrite(fx.path, "--out", tmp_path / "o", "--dtype", out) == 0
     got, src = load_bundle(tmp_path / "o"), load_bundle(fx.path)
-    from .fixtures import expand
+    from tests.support.fixtures import expand
     for weight, want in fx.quantized.items():
         ref = (src[weight].to(torch.float32) *
                expand(src[want.scale], src[weight].shape, want.block)).to(torch_dtype)
@@ -195,26 +196,6 @@ def test_shard_missing_from_index_refused(tmp_path):
     assert not (tmp_path / "dst").exists()
 
 
-def _big_source(root: Path, shards=6, rows=1024, cols=2048) -> Path:
-    gen = torch.Generator().manual_seed(0)
-    root.mkdir(parents=True)
-    weight_map = {}
-    for i in range(shards):
-        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        tensors = {}
-        for j in range(4):
-            name = f"model.layers.{i}.mlp.p{j}.weight"
-            codes = torch.randint(0, 126, (rows, cols), dtype=torch.uint8, generator=gen)
-            tensors[name] = codes.view(torch.float8_e4m3fn)
-            tensors[name + "_scale_inv"] = torch.rand(rows // 128, cols // 128, generator=gen)
-        save_file(tensors, str(root / fname))
-        weight_map.update({k: fname for k in tensors})
-    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (root / "config.json").write_text(json.dumps({"quantization_config": {
-        "quant_method": "fp8", "weight_block_size": [128, 128]}}))
-    return root
-
-
 def _killed_run(tmp_path: Path, src: Path) -> tuple[list, Path, Path]:
     """Start a rewrite, SIGKILL it once a shard is finished; return (cmd, dst, staging)."""
     dst = tmp_path / "dst"
@@ -225,15 +206,8 @@ def _killed_run(tmp_path: Path, src: Path) -> tuple[list, Path, Path]:
     return cmd, dst, staging
 
 
-def _same_tree(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
-    for name in names:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
 def test_kill_then_resume_equals_uninterrupted_run(tmp_path):
-    src = _big_source(tmp_path / "src")
+    src = big_fp8_source(tmp_path / "src")
     assert rewrite(src, "--out", tmp_path / "reference", "--max-shard-size", "8MB") == 0
     cmd, dst, staging = _killed_run(tmp_path, src)
     assert not dst.exists(), "a killed run must not leave a complete-looking DST"
@@ -244,22 +218,22 @@ def test_kill_then_resume_equals_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"reused {len(done)} finished shard(s)" in resumed.stdout
     assert not staging.exists()
-    _same_tree(tmp_path / "reference", dst)
+    same_tree(tmp_path / "reference", dst)
 
 
 def test_killed_without_resume_starts_over(tmp_path):
-    src = _big_source(tmp_path / "src")
+    src = big_fp8_source(tmp_path / "src")
     assert rewrite(src, "--out", tmp_path / "reference", "--max-shard-size", "8MB") == 0
     cmd, dst, staging = _killed_run(tmp_path, src)
     assert not dst.exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True)
     assert rerun.returncode == 0 and "reused" not in rerun.stdout
     assert "interrupted run" in rerun.stderr
-    _same_tree(tmp_path / "reference", dst)
+    same_tree(tmp_path / "reference", dst)
 
 
 def test_resume_rejects_a_damaged_finished_shard(tmp_path):
-    src = _big_source(tmp_path / "src")
+    src = big_fp8_source(tmp_path / "src")
     assert rewrite(src, "--out", tmp_path / "reference", "--max-shard-size", "8MB") == 0
     cmd, dst, staging = _killed_run(tmp_path, src)
     finished = sorted(p.name[1:-5] for p in staging.iterdir() if p.name.endswith(".done"))
@@ -268,11 +242,11 @@ def test_resume_rejects_a_damaged_finished_shard(tmp_path):
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"reused {len(finished) - 1} finished" in resumed.stdout or len(finished) == 1
-    _same_tree(tmp_path / "reference", dst)
+    same_tree(tmp_path / "reference", dst)
 
 
 def test_staging_dir_not_made_by_scalefix_is_refused(tmp_path, capsys):
-    src = _big_source(tmp_path / "src", shards=1)
+    src = big_fp8_source(tmp_path / "src", shards=1)
     (tmp_path / ".dst.scalefix-partial").mkdir()
     assert rewrite(src, "--out", tmp_path / "dst") == 2
     assert "not made by scalefix" in capsys.readouterr().err

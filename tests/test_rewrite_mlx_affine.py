@@ -18,7 +18,7 @@ mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
 
 from scalefix.cli import main  # noqa: E402
 
-from .fixtures import (dsv3, dsv4, dsv4_tiny_model, gpt_oss, gpt_oss_tiny_model,  # noqa: E402
+from tests.support.fixtures import (dsv3, dsv4, dsv4_tiny_model, gpt_oss, gpt_oss_tiny_model,  # noqa: E402
                        mixtral_tiny_fp8)
 
 
@@ -322,7 +322,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     import subprocess
     import sys
 
-    from .killing import kill_after_first_shard
+    from tests.support.killing import kill_after_first_shard
     fx = dsv4_tiny_model(tmp_path / "src", num_hidden_layers=8, hidden_size=256,
                          moe_intermediate_size=512, n_routed_experts=16)
     ref, dst = tmp_path / "ref", tmp_path / "dst"

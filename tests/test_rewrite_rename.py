@@ -10,7 +10,7 @@ from scalefix.cli import main
 from scalefix.formats import classify, open_bundle
 from scalefix.formats.dequant import dequantize
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 
 def tensors(path):

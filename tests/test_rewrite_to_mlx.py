@@ -12,7 +12,6 @@ the native ones are not (that is the point of keeping the codes).
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,62 +20,17 @@ mx = pytest.importorskip("mlx.core")
 nn = pytest.importorskip("mlx.nn")
 mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
 
-from mlx.utils import tree_flatten  # noqa: E402
-
 from scalefix.cli import main  # noqa: E402
 
-from .fixtures import dsv4_tiny_model  # noqa: E402
-from .tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
-from .tiny_llama import llama_tiny_fp8  # noqa: E402
-
-IDS = [[1, 5, 9, 13, 2, 7]]  # inside every tiny vocabulary
+from tests.support.fixtures import dsv4_tiny_model  # noqa: E402
+from tests.support.int_layouts import gptq_tensors, save  # noqa: E402
+from tests.support.mlx_checks import check_native_bundle, quantized_modules  # noqa: E402
+from tests.support.tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
+from tests.support.tiny_llama import llama_tiny_fp8  # noqa: E402
 
 
 def rewrite(*args) -> int:
     return main(["rewrite", *map(str, args)])
-
-
-def quantized_modules(model):
-    return {name: m for name, m in model.named_modules() if hasattr(m, "scales")}
-
-
-def f32_dequantized(m):
-    biases = getattr(m, "biases", None)
-    if m.mode == "affine":
-        return mx.dequantize(m.weight, m.scales.astype(mx.float32), biases.astype(mx.float32),
-                             group_size=m.group_size, bits=m.bits, mode="affine")
-    return mx.dequantize(m.weight, m.scales, group_size=m.group_size, bits=m.bits,
-                         mode=m.mode, dtype=mx.float32)
-
-
-def check_native_bundle(native_dir: Path, bf16_dir: Path, expect: dict):
-    """expect: {(layer type, mode, bits, group, scale dtype): count}."""
-    model, config = mlx_lm_utils.load_model(native_dir)
-    dense, _ = mlx_lm_utils.load_model(bf16_dir)
-    exact = dict(tree_flatten(dense.parameters()))
-    found: dict = {}
-    for name, m in quantized_modules(model).items():
-        key = (type(m).__name__, m.mode, m.bits, m.group_size, str(m.scales.dtype).split(".")[-1])
-        found[key] = found.get(key, 0) + 1
-        got = f32_dequantized(m).astype(mx.bfloat16)
-        assert mx.array_equal(got.view(mx.uint16), exact[name + ".weight"].view(mx.uint16)), name
-        entry = config["quantization"].get(name)
-        assert entry and (entry["mode"], entry["bits"], entry["group_size"]) == (
-            m.mode, m.bits, m.group_size), name
-    assert found == expect
-    # logits: the quantized model vs a dense one holding its float32 dequantizations
-    model.set_dtype(mx.float32)
-    dense.set_dtype(mx.float32)
-    dense_weights = dict(tree_flatten(dense.parameters()))
-    replace = [(name + ".weight", f32_dequantized(m)) for name, m in
-               quantized_modules(model).items()]
-    # MX modes dequantize to exact BF16 values already; affine ones to unrounded float32
-    replace = [(k, w) for k, w in replace if not mx.array_equal(w, dense_weights[k])]
-    dense.load_weights(replace, strict=False)
-    got, want = np.array(model(mx.array(IDS))), np.array(dense(mx.array(IDS)))
-    assert np.isfinite(got).all()
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-    return model, config
 
 
 EXPECT = {"ct-w4-g32": ("affine", 4, 32, "bfloat16"), "ct-w8-channel": ("affine", 8, 64, "bfloat16"),
@@ -142,7 +96,6 @@ def test_no_native_form_is_bf16_or_requantized_on_request(tmp_path, capsys):
 
 
 def test_act_order_gptq_is_bf16(tmp_path, capsys):
-    from .test_int_decode import gptq_tensors, save
     tensors, _ = gptq_tensors(np.random.default_rng(9), 64, 256, 64, True)
     src = save(tmp_path / "m", tensors, {"model_type": "no-such-model", "quantization_config": {
         "quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": True}})

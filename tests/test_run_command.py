@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .jang_fp8_fixtures import differences, tensor_bytes
+from tests.support.jang_fp8_fixtures import differences, tensor_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = (sys.executable, "-m", "scalefix", "run")
@@ -127,7 +127,7 @@ def test_a_python_without_scalefix(tmp_path):
 @pytest.mark.slow
 def test_mlx_lm_convert_under_scalefix_run_is_the_same_bits_as_under_scalefix_auto(tmp_path):
     pytest.importorskip("mlx_lm")
-    from .tiny_llama import llama_tiny_fp8
+    from tests.support.tiny_llama import llama_tiny_fp8
     src = tmp_path / "llama-fp8"
     llama_tiny_fp8(src)
     convert = str(Path(sys.executable).parent / "mlx_lm.convert")

@@ -27,7 +27,7 @@ pytest.importorskip("mlx_lm")
 
 from scalefix.cli import main  # noqa: E402
 
-from .family_checks import mlx_lm_load, same_bits  # noqa: E402
+from tests.support.family_checks import mlx_lm_load, same_bits  # noqa: E402
 
 pytestmark = pytest.mark.peers
 
@@ -92,7 +92,7 @@ def test_the_gaps_without_scalefix(real_writer, tmp_path):
     import subprocess
     import sys
 
-    from .family_checks import CHILD
+    from tests.support.family_checks import CHILD
     for kind in ("llama-modelopt-fp8", "llama-quark-mxfp4", "llama-bnb-nf4"):
         proc = subprocess.run([sys.executable, "-c", CHILD, "plain", str(real_writer(kind)),
                                str(tmp_path / "x.npy")], capture_output=True, text=True)

@@ -19,7 +19,7 @@ pytest.importorskip("mlx_lm")
 
 from scalefix.cli import main  # noqa: E402
 
-from .tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
+from tests.support.tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
 
 CHILD = r"""
 import json, sys
@@ -83,7 +83,7 @@ def test_plain_mlx_lm_cannot_load_them(tmp_path):
 def test_from_a_hugging_face_cache_snapshot(tmp_path):
     """Where users' models live: a snapshot of links into blobs/, loaded by its snapshot
     path (AWQ: the nibble shuffle) and by hub id through mlx_lm.load offline."""
-    from .hf_cache import into_cache
+    from tests.support.hf_cache import into_cache
     src = tiny_int_llama(tmp_path / "src", "awq")
     snapshot = into_cache(src, tmp_path / "hub", "org/tiny-awq")
     assert (snapshot / "config.json").is_symlink()

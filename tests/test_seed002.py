@@ -1,4 +1,4 @@
-"""The seed 002 shape end to end (tests/seed002.py: a tiny DeepSeek-V4 with compressed-tensors
+"""The seed 002 shape end to end (tests/support/seed002.py: a tiny DeepSeek-V4 with compressed-tensors
 W4A16 routed experts and FP8 128x128 BF16-block attention / shared experts, both
 ``weight_scale``): ``inspect`` names both schemes; ``rewrite`` (BF16) is bit-exact against
 torch oracles and ``verify`` passes; ``rewrite --to mlx`` makes the experts native affine
@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from scalefix.cli import main
 
-from .seed002 import CONFIG, seed002_model
+from tests.support.seed002 import CONFIG, seed002_model
 
 EXPERTS = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}  # DeepSeek's naming
 FP8_MODULES = {"self_attn.q_a_proj": "attn.wq_a", "self_attn.q_b_proj": "attn.wq_b",
@@ -88,7 +88,7 @@ def test_to_mlx_experts_native_attention_bf16_and_mlx_lm_loads(seed):
     mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
     from mlx.utils import tree_flatten
 
-    from .test_rewrite_to_mlx import check_native_bundle, f32_dequantized, quantized_modules
+    from tests.support.mlx_checks import check_native_bundle, f32_dequantized, quantized_modules
 
     fx, bf16, native_dir, _, summary = seed
     assert summary["counts"]["native"] == {"int4-group128": 24}

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from scalefix.cli import main
 from scalefix.demo import build_demo_checkpoint, convert_without_scales
 
-from .fixtures import VARIANTS
+from tests.support.fixtures import VARIANTS
 
 
 def verify(src, dst, *extra):

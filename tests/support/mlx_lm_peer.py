@@ -20,7 +20,7 @@ import pytest
 
 from .mlx_logits import TOKENS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PATCHES = REPO / "patches"
 PEER = "mlx-lm-0.32.2"
 VERSION = "0.32.2"
@@ -64,7 +64,7 @@ def available(get):
 
 def peer() -> tuple[Path, Path]:
     """(the peer's python, its site-packages ``mlx_lm/``)."""
-    from .peers.venvs import peer_python
+    from ..peers.venvs import peer_python
 
     python = available(lambda: peer_python(PEER))
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"

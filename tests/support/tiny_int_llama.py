@@ -1,18 +1,17 @@
 """A tiny Llama whose linear layers are integer-coded (compressed-tensors pack-quantized
 symmetric or with zero points, GPTQ v1, AWQ GEMM), built with the independent packers of
-test_int_decode: for ``rewrite --to mlx`` and mlx-lm loads. Embeddings, norms and lm_head
+``packing``: for ``rewrite --to mlx`` and mlx-lm loads. Embeddings, norms and lm_head
 stay BF16, as the writers leave them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from .test_int_decode import AWQ_ORDER, pack_bits
+from .checkpoint import save_checkpoint, shard_names
+from .packing import awq_pack, pack_bits
 from .tiny_llama import CONFIG as FP8_CONFIG, write_tokenizer
 
 CONFIG = {k: v for k, v in FP8_CONFIG.items() if k != "quantization_config"}
@@ -27,11 +26,6 @@ def _linears(n: int):
             (f"{p}.self_attn.v_proj", kv, h), (f"{p}.self_attn.o_proj", h, h),
             (f"{p}.mlp.gate_proj", inter, h), (f"{p}.mlp.up_proj", inter, h),
             (f"{p}.mlp.down_proj", h, inter)]
-
-
-def _awq_pack(values: np.ndarray) -> np.ndarray:
-    v = values.reshape(values.shape[0], -1, 8)[:, :, AWQ_ORDER].astype(np.uint32)
-    return (v << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32).view("<i4")
 
 
 def _module(kind: str, rng, name: str, out: int, cols: int) -> dict:
@@ -57,8 +51,8 @@ def _module(kind: str, rng, name: str, out: int, cols: int) -> dict:
                 f"{name}.qzeros": torch.from_numpy(pack_bits((zero - 1).T.copy(), 4, True)),
                 f"{name}.scales": f16,
                 f"{name}.g_idx": torch.from_numpy((np.arange(cols) // group).astype(np.int32))}
-    return {f"{name}.qweight": torch.from_numpy(_awq_pack(codes.T.copy())),
-            f"{name}.qzeros": torch.from_numpy(_awq_pack(zero.T.copy())), f"{name}.scales": f16}
+    return {f"{name}.qweight": torch.from_numpy(awq_pack(codes.T.copy())),
+            f"{name}.qzeros": torch.from_numpy(awq_pack(zero.T.copy())), f"{name}.scales": f16}
 
 
 QUANT_CONFIGS = {
@@ -100,14 +94,7 @@ def tiny_int_llama(root: Path, kind: str, seed: int = 3) -> Path:
     shards[-1]["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
     shards[-1]["lm_head.weight"] = (torch.randn(CONFIG["vocab_size"], h, generator=gen)
                                     * 0.05).bfloat16()
-    weight_map = {}
-    for i, t in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(t, str(root / fname), metadata={"format": "pt"})
-        weight_map.update({k: fname for k in t})
-    (root / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": weight_map}))
-    (root / "config.json").write_text(json.dumps(
-        {**CONFIG, "quantization_config": QUANT_CONFIGS[kind]}))
+    save_checkpoint(root, dict(zip(shard_names(len(shards)), shards)),
+                    {**CONFIG, "quantization_config": QUANT_CONFIGS[kind]}, metadata={"format": "pt"})
     write_tokenizer(root)
     return root

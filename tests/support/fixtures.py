@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .checkpoint import save_checkpoint
+from .packing import pack_low_first
+
 FP4_VALUES = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
                            -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
 
@@ -78,23 +81,6 @@ def fp4_oracle(codes: torch.Tensor, e8m0: torch.Tensor, group: int) -> torch.Ten
     return torch.ldexp(values, exps.to(torch.float32)).to(torch.bfloat16)
 
 
-def pack_low_first(codes: torch.Tensor) -> torch.Tensor:
-    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
-
-
-def _save_index(root: Path, shards: dict[str, dict[str, torch.Tensor]], config: dict | None):
-    root.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for fname, tensors in shards.items():
-        save_file(tensors, str(root / fname))
-        weight_map.update({k: fname for k in tensors})
-    if len(shards) > 1:
-        (root / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": weight_map}))
-    if config is not None:
-        (root / "config.json").write_text(json.dumps(config))
-
-
 def _fp8_pair(fx: Fixture, tensors: dict, name: str, scale_name: str, shape, scale_shape, block,
               naming: str, scheme: str, scale_dtype=torch.float32, fp8=torch.float8_e4m3fn,
               gen=None, scale_dest: dict | None = None):
@@ -124,8 +110,8 @@ def dsv3(root: Path) -> Fixture:
     s2[p + "input_layernorm.weight"] = torch.ones(256, dtype=torch.bfloat16)
     fx.plain += ["model.embed_tokens.weight", p + "mlp.gate.e_score_correction_bias",
                  p + "input_layernorm.weight"]
-    _save_index(root, {"model-00001-of-00002.safetensors": s1,
-                       "model-00002-of-00002.safetensors": s2},
+    save_checkpoint(root, {"model-00001-of-00002.safetensors": s1,
+                           "model-00002-of-00002.safetensors": s2},
                 {"model_type": "deepseek_v3", "quantization_config": {
                     "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
                     "weight_block_size": [128, 128]}})
@@ -144,7 +130,7 @@ def qwen3(root: Path, scale_dtype) -> Fixture:
                   "weight_scale_inv", "fp8-block", scale_dtype=scale_dtype, gen=gen)
     t["lm_head.weight"] = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
     fx.plain.append("lm_head.weight")
-    _save_index(root, {"model.safetensors": t}, {"model_type": "qwen3_vl", "text_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"model_type": "qwen3_vl", "text_config": {
         "quantization_config": {"quant_method": "fp8", "fmt": "e4m3",
                                 "weight_block_size": [128, 128],
                                 "modules_to_not_convert": ["lm_head"]}}})
@@ -176,7 +162,7 @@ def compressed_tensors(root: Path, strategy: str) -> Fixture:
                "strategy": strategy}
     if strategy == "block":
         weights["block_structure"] = [128, 128]
-    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"quantization_config": {
         "quant_method": "compressed-tensors", "format": "float-quantized",
         "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}},
         "ignore": ["lm_head"]}})
@@ -234,7 +220,7 @@ def mistral(root: Path) -> Fixture:
     for m in ("wq", "wk"):
         t[f"layers.0.attention.{m}.qscale_act"] = torch.tensor(0.1)
         fx.activation_scales.append(f"layers.0.attention.{m}.qscale_act")
-    _save_index(root, {"consolidated.safetensors": t}, None)
+    save_checkpoint(root, {"consolidated.safetensors": t}, None)
     return fx
 
 
@@ -245,7 +231,7 @@ def e5m2(root: Path) -> Fixture:
     _fp8_pair(fx, t, "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.weight_scale_inv",
               (300, 256), (3, 2), (128, 128), "weight_scale_inv", "fp8-block",
               fp8=torch.float8_e5m2, gen=gen)
-    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"quantization_config": {
         "quant_method": "fp8", "fmt": "e5m2", "weight_block_size": [128, 128]}})
     return fx
 
@@ -277,7 +263,7 @@ def dsv4(root: Path) -> Fixture:
     t["layers.0.attn_norm.weight"] = torch.ones(256, dtype=torch.bfloat16)
     t["embed.weight"] = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
     fx.plain += ["layers.0.attn_norm.weight", "embed.weight"]
-    _save_index(root, {"model.safetensors": t}, {"model_type": "deepseek_v4", "quantization_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"model_type": "deepseek_v4", "quantization_config": {
         "quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}})
     return fx
 
@@ -301,7 +287,7 @@ def gpt_oss(root: Path) -> Fixture:
                                                   fp4_oracle(codes, e, 32), output_name=base)
     t["model.layers.0.mlp.router.weight"] = torch.randn(experts, hidden, generator=gen).to(torch.bfloat16)
     fx.plain.append("model.layers.0.mlp.router.weight")
-    _save_index(root, {"model.safetensors": t}, {"model_type": "gpt_oss", "quantization_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"model_type": "gpt_oss", "quantization_config": {
         "quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "router"]}})
     return fx
 
@@ -316,7 +302,7 @@ def stacked_experts(root: Path) -> Fixture:
               (3, 3, 2), (128, 128), "<param>_scale_inv", "fp8-block", gen=gen)
     _fp8_pair(fx, t, base + "down_proj", base + "down_proj_scale_inv", (3, 256, 160),
               (3, 2, 2), (128, 128), "<param>_scale_inv", "fp8-block", gen=gen)
-    _save_index(root, {"model.safetensors": t}, {"quantization_config": {
+    save_checkpoint(root, {"model.safetensors": t}, {"quantization_config": {
         "quant_method": "fp8", "weight_block_size": [128, 128]}})
     return fx
 
@@ -332,7 +318,7 @@ def modelopt(root: Path) -> Fixture:
                   "fp8-tensor", gen=gen)
         t[name[: -len("weight")] + "input_scale"] = torch.tensor(0.01)
         fx.activation_scales.append(name[: -len("weight")] + "input_scale")
-    _save_index(root, {"model.safetensors": t}, {"model_type": "llama"})
+    save_checkpoint(root, {"model.safetensors": t}, {"model_type": "llama"})
     (root / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt"},
         "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None,
                          "exclude_modules": ["lm_head"]}}))
@@ -367,6 +353,49 @@ DSV4_TINY_CONFIG = {
                             "weight_block_size": [128, 128]}}
 
 
+def small_randn(gen: torch.Generator):
+    """``small(*shape, dtype=bf16)``: N(0, 0.05) tensors from ``gen``."""
+    def small(*shape, dtype=torch.bfloat16):
+        return (torch.randn(shape, generator=gen) * 0.05).to(dtype)
+    return small
+
+
+def dsv4_layers(cfg: dict, small, tensors_of, fp8, expert) -> None:
+    """The layers of a tiny DeepSeek-V4 (mlx-lm ``deepseek_v41`` names, no ``model.`` prefix),
+    one body for every quantization: ``fp8(t, name, out, inn)`` writes an attention or
+    shared-expert linear, ``expert(t, name, out, inn)`` a routed expert's, into ``t =
+    tensors_of(layer)``; norms, sinks, router and hyper-connection tensors come from
+    ``small``. Embeddings, head and final norm are the caller's."""
+    h, experts = cfg["hidden_size"], cfg["n_routed_experts"]
+    heads, hd, inter = cfg["num_attention_heads"], cfg["head_dim"], cfg["moe_intermediate_size"]
+    groups = cfg["o_groups"]
+    for n in range(cfg["num_hidden_layers"]):
+        t, p = tensors_of(n), f"layers.{n}"
+        fp8(t, f"{p}.attn.wq_a", cfg["q_lora_rank"], h)
+        fp8(t, f"{p}.attn.wq_b", heads * hd, cfg["q_lora_rank"])
+        fp8(t, f"{p}.attn.wkv", hd, h)
+        fp8(t, f"{p}.attn.wo_a", groups * cfg["o_lora_rank"], heads * hd // groups)
+        fp8(t, f"{p}.attn.wo_b", h, groups * cfg["o_lora_rank"])
+        t[f"{p}.attn.q_norm.weight"] = torch.ones(cfg["q_lora_rank"], dtype=torch.bfloat16)
+        t[f"{p}.attn.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+        t[f"{p}.attn.attn_sink"] = small(heads, dtype=torch.float32)
+        t[f"{p}.ffn.gate.weight"] = small(experts, h)
+        t[f"{p}.ffn.gate.bias"] = small(experts, dtype=torch.float32)
+        for e in range(experts):
+            expert(t, f"{p}.ffn.experts.{e}.w1", inter, h)
+            expert(t, f"{p}.ffn.experts.{e}.w2", h, inter)
+            expert(t, f"{p}.ffn.experts.{e}.w3", inter, h)
+        for w, (out, inn) in (("w1", (inter, h)), ("w2", (h, inter)), ("w3", (inter, h))):
+            fp8(t, f"{p}.ffn.shared_experts.{w}", out, inn)
+        t[f"{p}.attn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        t[f"{p}.ffn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        mix = cfg["hc_mult"]
+        for which in ("attn", "ffn"):
+            t[f"{p}.hc_{which}_fn"] = small((2 + mix) * mix, mix * h, dtype=torch.float32)
+            t[f"{p}.hc_{which}_base"] = small((2 + mix) * mix, dtype=torch.float32)
+            t[f"{p}.hc_{which}_scale"] = small(3, dtype=torch.float32) + 1
+
+
 def dsv4_tiny_model(root: Path, **config) -> Fixture:
     """A whole (tiny) DeepSeek-V4 checkpoint as published: no ``model.`` prefix, FP8 + E8M0
     128x128 ``.scale`` for attention and shared experts, FP4 routed experts (I8 low nibble
@@ -376,14 +405,11 @@ def dsv4_tiny_model(root: Path, **config) -> Fixture:
     gen = torch.Generator().manual_seed(41)
     fx = Fixture(root)
     cfg = {**DSV4_TINY_CONFIG, **config}
-    h, experts = cfg["hidden_size"], cfg["n_routed_experts"]
-    heads, hd, inter = cfg["num_attention_heads"], cfg["head_dim"], cfg["moe_intermediate_size"]
+    h = cfg["hidden_size"]
     t: dict[str, torch.Tensor] = {}
+    small = small_randn(gen)
 
-    def small(*shape, dtype=torch.bfloat16):
-        return (torch.randn(shape, generator=gen) * 0.05).to(dtype)
-
-    def fp8(name, out, inn):
+    def fp8(t, name, out, inn):
         q = fp8_codes((out, inn), gen=gen)
         e = torch.randint(118, 122, (math.ceil(out / 128), math.ceil(inn / 128)),
                           dtype=torch.uint8, generator=gen)
@@ -392,7 +418,7 @@ def dsv4_tiny_model(root: Path, **config) -> Fixture:
             "fp8-block", "scale", [128, 128], name + ".scale", "F8_E8M0",
             fp8_oracle(q, e.view(torch.float8_e8m0fnu), (128, 128)))
 
-    def fp4(name, out, inn):
+    def fp4(t, name, out, inn):
         codes = torch.randint(0, 16, (out, inn), dtype=torch.uint8, generator=gen)
         e = torch.randint(119, 124, (out, inn // 32), dtype=torch.uint8, generator=gen)
         t[name + ".weight"] = pack_low_first(codes).view(torch.int8)
@@ -400,31 +426,7 @@ def dsv4_tiny_model(root: Path, **config) -> Fixture:
         fx.quantized[name + ".weight"] = Expected("fp4-group", "scale", [1, 32], name + ".scale",
                                                   "F8_E8M0", fp4_oracle(codes, e, 32))
 
-    for n in range(cfg["num_hidden_layers"]):
-        p = f"layers.{n}"
-        fp8(f"{p}.attn.wq_a", cfg["q_lora_rank"], h)
-        fp8(f"{p}.attn.wq_b", heads * hd, cfg["q_lora_rank"])
-        fp8(f"{p}.attn.wkv", hd, h)
-        fp8(f"{p}.attn.wo_a", cfg["o_groups"] * cfg["o_lora_rank"], heads * hd // cfg["o_groups"])
-        fp8(f"{p}.attn.wo_b", h, cfg["o_groups"] * cfg["o_lora_rank"])
-        t[f"{p}.attn.q_norm.weight"] = torch.ones(cfg["q_lora_rank"], dtype=torch.bfloat16)
-        t[f"{p}.attn.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.attn.attn_sink"] = small(heads, dtype=torch.float32)
-        t[f"{p}.ffn.gate.weight"] = small(experts, h)
-        t[f"{p}.ffn.gate.bias"] = small(experts, dtype=torch.float32)
-        for e in range(experts):
-            fp4(f"{p}.ffn.experts.{e}.w1", inter, h)
-            fp4(f"{p}.ffn.experts.{e}.w2", h, inter)
-            fp4(f"{p}.ffn.experts.{e}.w3", inter, h)
-        for w, (out, inn) in (("w1", (inter, h)), ("w2", (h, inter)), ("w3", (inter, h))):
-            fp8(f"{p}.ffn.shared_experts.{w}", out, inn)
-        t[f"{p}.attn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-        t[f"{p}.ffn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-        mix = cfg["hc_mult"]
-        for which in ("attn", "ffn"):
-            t[f"{p}.hc_{which}_fn"] = small((2 + mix) * mix, mix * h, dtype=torch.float32)
-            t[f"{p}.hc_{which}_base"] = small((2 + mix) * mix, dtype=torch.float32)
-            t[f"{p}.hc_{which}_scale"] = small(3, dtype=torch.float32) + 1
+    dsv4_layers(cfg, small, lambda n: t, fp8, fp4)
     t["embed.weight"] = small(cfg["vocab_size"], h)
     t["head.weight"] = small(cfg["vocab_size"], h)
     t["norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
@@ -434,8 +436,8 @@ def dsv4_tiny_model(root: Path, **config) -> Fixture:
     first = {k: t[k] for k in names[:split]}
     second = {k: t[k] for k in names[split:]}
     fx.cross_shard.append("layers.1.ffn.experts.2.w2.weight")
-    _save_index(root, {"model-00001-of-00002.safetensors": first,
-                       "model-00002-of-00002.safetensors": second}, cfg)
+    save_checkpoint(root, {"model-00001-of-00002.safetensors": first,
+                           "model-00002-of-00002.safetensors": second}, cfg)
     return fx
 
 
@@ -491,7 +493,7 @@ def gpt_oss_tiny_model(root: Path) -> Fixture:
     t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
     t["lm_head.weight"] = small(cfg["vocab_size"], h)
     fx.plain += [k for k in t if k not in fx.quantized and not k.endswith("_scales")]
-    _save_index(root, {"model.safetensors": t}, cfg)
+    save_checkpoint(root, {"model.safetensors": t}, cfg)
     return fx
 
 
@@ -536,5 +538,23 @@ def mixtral_tiny_fp8(root: Path) -> Fixture:
     t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
     t["lm_head.weight"] = (torch.randn(cfg["vocab_size"], h, generator=gen) * 0.05).to(
         torch.bfloat16)
-    _save_index(root, {"model.safetensors": t}, cfg)
+    save_checkpoint(root, {"model.safetensors": t}, cfg)
     return fx
+
+
+def big_fp8_source(root: Path, shards=6, rows=1024, cols=2048) -> Path:
+    """Block-FP8 shards big enough for a rewrite to be killed mid-run (4 weights a shard,
+    ``weight_scale_inv`` F32); an index even for one shard."""
+    gen = torch.Generator().manual_seed(0)
+    root.mkdir(parents=True)
+    out = {}
+    for i in range(shards):
+        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        tensors = out[fname] = {}
+        for j in range(4):
+            name = f"model.layers.{i}.mlp.p{j}.weight"
+            codes = torch.randint(0, 126, (rows, cols), dtype=torch.uint8, generator=gen)
+            tensors[name] = codes.view(torch.float8_e4m3fn)
+            tensors[name + "_scale_inv"] = torch.rand(rows // 128, cols // 128, generator=gen)
+    return save_checkpoint(root, out, {"quantization_config": {
+        "quant_method": "fp8", "weight_block_size": [128, 128]}}, index=True)

@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fixtures import DSV4_TINY_CONFIG, Expected, Fixture, _save_index, fp8_codes, fp8_oracle
-from .test_int_decode import pack_bits
+from .checkpoint import save_checkpoint
+from .fixtures import (DSV4_TINY_CONFIG, Expected, Fixture, dsv4_layers, fp8_codes, fp8_oracle,
+                       small_randn)
+from .packing import pack_bits
 
 GROUP = 128
 
@@ -72,12 +74,9 @@ def seed002_model(root: Path) -> Fixture:
     rng = np.random.default_rng(2)
     fx = Fixture(root)
     cfg = CONFIG
-    h, experts, inter = cfg["hidden_size"], cfg["n_routed_experts"], cfg["moe_intermediate_size"]
-    heads, hd, groups = cfg["num_attention_heads"], cfg["head_dim"], cfg["o_groups"]
+    h = cfg["hidden_size"]
     shards: list[dict[str, torch.Tensor]] = [{}, {}]
-
-    def small(*shape, dtype=torch.bfloat16):
-        return (torch.randn(shape, generator=gen) * 0.05).to(dtype)
+    small = small_randn(gen)
 
     def fp8(t, name, out, inn):
         q = fp8_codes((out, inn), gen=gen)
@@ -101,37 +100,13 @@ def seed002_model(root: Path) -> Fixture:
             f"int4-group{GROUP}", "compressed-tensors", [1, GROUP], name + ".weight_scale",
             "BF16", oracle, output_name=name + ".weight")
 
-    for n in range(cfg["num_hidden_layers"]):
-        t, p = shards[n % 2], f"layers.{n}"
-        fp8(t, f"{p}.attn.wq_a", cfg["q_lora_rank"], h)
-        fp8(t, f"{p}.attn.wq_b", heads * hd, cfg["q_lora_rank"])
-        fp8(t, f"{p}.attn.wkv", hd, h)
-        fp8(t, f"{p}.attn.wo_a", groups * cfg["o_lora_rank"], heads * hd // groups)
-        fp8(t, f"{p}.attn.wo_b", h, groups * cfg["o_lora_rank"])
-        t[f"{p}.attn.q_norm.weight"] = torch.ones(cfg["q_lora_rank"], dtype=torch.bfloat16)
-        t[f"{p}.attn.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.attn.attn_sink"] = small(heads, dtype=torch.float32)
-        t[f"{p}.ffn.gate.weight"] = small(experts, h)
-        t[f"{p}.ffn.gate.bias"] = small(experts, dtype=torch.float32)
-        for e in range(experts):
-            w4(t, f"{p}.ffn.experts.{e}.w1", inter, h)
-            w4(t, f"{p}.ffn.experts.{e}.w2", h, inter)
-            w4(t, f"{p}.ffn.experts.{e}.w3", inter, h)
-        for w, (out, inn) in (("w1", (inter, h)), ("w2", (h, inter)), ("w3", (inter, h))):
-            fp8(t, f"{p}.ffn.shared_experts.{w}", out, inn)
-        t[f"{p}.attn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-        t[f"{p}.ffn_norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-        mix = cfg["hc_mult"]
-        for which in ("attn", "ffn"):
-            t[f"{p}.hc_{which}_fn"] = small((2 + mix) * mix, mix * h, dtype=torch.float32)
-            t[f"{p}.hc_{which}_base"] = small((2 + mix) * mix, dtype=torch.float32)
-            t[f"{p}.hc_{which}_scale"] = small(3, dtype=torch.float32) + 1
+    dsv4_layers(cfg, small, lambda n: shards[n % 2], fp8, w4)
     shards[0]["embed.weight"] = small(cfg["vocab_size"], h)
     shards[1]["head.weight"] = small(cfg["vocab_size"], h)
     shards[1]["norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
     side = {w.scale for w in fx.quantized.values()} | {
         k[: -len("_packed")] + "_shape" for k in fx.quantized if k.endswith("_packed")}
     fx.plain += [k for t in shards for k in t if k not in fx.quantized and k not in side]
-    _save_index(root, {"model-00001-of-00002.safetensors": shards[0],
-                       "model-00002-of-00002.safetensors": shards[1]}, cfg)
+    save_checkpoint(root, {"model-00001-of-00002.safetensors": shards[0],
+                           "model-00002-of-00002.safetensors": shards[1]}, cfg)
     return fx

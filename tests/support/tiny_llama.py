@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .fixtures import Fixture, _fp8_pair, _save_index
+from .checkpoint import save_checkpoint, shard_names
+from .fixtures import Fixture, _fp8_pair
 
 CONFIG = {
     "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1024,
@@ -50,9 +51,7 @@ def llama_tiny_fp8(root: Path) -> Fixture:
     last["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
     last["lm_head.weight"] = (torch.randn(CONFIG["vocab_size"], h, generator=gen)
                               * 0.05).to(torch.bfloat16)
-    n = len(shards)
-    _save_index(root, {f"model-{i + 1:05d}-of-{n:05d}.safetensors": s
-                       for i, s in enumerate(shards)}, CONFIG)
+    save_checkpoint(root, dict(zip(shard_names(len(shards)), shards)), CONFIG)
     write_tokenizer(root)
     fx.cross_shard.append(CROSS)
     return fx

@@ -12,17 +12,17 @@ own dequantizers do (ModelOpt ``NVFP4QTensor.dequantize``, compressed-tensors
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from .checkpoint import save_checkpoint
+from .packing import AWQ_ORDER, awq_pack, pack_bits  # noqa: F401  (re-used by the builders)
 
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
-AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)   # AutoAWQ: nibble k of a word holds column AWQ_ORDER[k]
 SIDE_SUFFIXES = (".qweight", ".qzeros", ".scales", ".g_idx", ".weight_packed", ".weight_scale",
                  ".weight_zero_point", ".weight_shape", ".weight_global_scale",
                  ".weight_scale_2", ".input_scale", ".input_global_scale", ".weight_g_idx")
@@ -50,26 +50,6 @@ def unpack_bits(words: torch.Tensor, bits: int, n: int, dense: bool = True) -> t
         word, off = i // per, (i % per) * bits
         pair = w[..., word]
     return (pair >> off) & ((1 << bits) - 1)
-
-
-def pack_bits(codes: torch.Tensor, bits: int, dense: bool = True) -> torch.Tensor:
-    """Inverse of ``unpack_bits`` for unsigned codes [..., n] -> int32 words."""
-    codes = codes.to(torch.int64)
-    n = codes.shape[-1]
-    if dense:
-        nwords = -(-n * bits // 32)
-        start = torch.arange(n) * bits
-        word, off = start // 32, start % 32
-    else:
-        per = 32 // bits
-        nwords = -(-n // per)
-        word, off = torch.arange(n) // per, (torch.arange(n) % per) * bits
-    out = torch.zeros(*codes.shape[:-1], nwords + 1, dtype=torch.int64)
-    shifted = codes << off
-    out.index_add_(-1, word, shifted & 0xFFFFFFFF)
-    out.index_add_(-1, word + 1, shifted >> 32)
-    out = out[..., :nwords]
-    return torch.where(out >= 2 ** 31, out - 2 ** 32, out).to(torch.int32)
 
 
 # ---------------------------------------------------------------- exact oracle decoders
@@ -170,21 +150,6 @@ class Built:
     config: dict = field(default_factory=dict)
 
 
-def _save(root: Path, shards: dict[str, dict[str, torch.Tensor]], config: dict,
-          extra_files: dict[str, dict] | None = None) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for name, tensors in shards.items():
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(root / name))
-        weight_map.update({k: name for k in tensors})
-    if len(shards) > 1:
-        (root / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
-    (root / "config.json").write_text(json.dumps(config, indent=1))
-    for fname, content in (extra_files or {}).items():
-        (root / fname).write_text(json.dumps(content, indent=1))
-
-
 def _plain(t: dict, oracle: dict, gen, h: int, dtype=torch.bfloat16, vocab: int = 64) -> None:
     """Unquantized tensors: a rewrite copies them byte for byte."""
     for name, shape in (("model.embed_tokens.weight", (vocab, h)), ("lm_head.weight", (vocab, h)),
@@ -230,9 +195,9 @@ def modelopt_nvfp4(root: Path) -> Built:
              "exclude_modules": ["lm_head"]}
     config = {"model_type": "llama", "torch_dtype": "bfloat16",
               "quantization_config": {"quant_method": "modelopt", **quant}}
-    _save(root, {"model.safetensors": t}, config,
-          {"hf_quant_config.json": {"producer": {"name": "modelopt", "version": "0.37.0"},
-                                    "quantization": quant}})
+    producer = {"name": "modelopt", "version": "0.37.0"}
+    save_checkpoint(root, {"model.safetensors": t}, config, indent=1, extra_files={
+        "hf_quant_config.json": {"producer": producer, "quantization": quant}})
     return Built(root, schemes, oracle, config)
 
 
@@ -267,7 +232,7 @@ def gptq(root: Path, actorder: bool, group: int = 32, bits: int = 4) -> Built:
         "quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": actorder,
         "sym": not actorder, "true_sequential": True, "checkpoint_format": "gptq",
         "damp_percent": 0.01, "static_groups": False}}
-    _save(root, {"model.safetensors": t}, config)
+    save_checkpoint(root, {"model.safetensors": t}, config, indent=1)
     return Built(root, schemes, oracle, config)
 
 
@@ -291,15 +256,8 @@ def awq(root: Path, group: int = 64) -> Built:
     config = {"model_type": "llama", "torch_dtype": "float16", "quantization_config": {
         "quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm",
         "zero_point": True, "modules_to_not_convert": None}}
-    _save(root, {"model.safetensors": t}, config)
+    save_checkpoint(root, {"model.safetensors": t}, config, indent=1)
     return Built(root, schemes, oracle, config)
-
-
-def awq_pack(codes: torch.Tensor) -> torch.Tensor:
-    """Unsigned 4-bit [rows, cols] -> AutoAWQ GEMM words [rows, cols/8]."""
-    rows, cols = codes.shape
-    grouped = codes.reshape(rows, cols // 8, 8)[..., list(AWQ_ORDER)]
-    return pack_bits(grouped.reshape(rows, cols), 4)
 
 
 def ct_legacy(root: Path, bits: int, *, dense: bool, zp: str | None = None,
@@ -343,7 +301,7 @@ def ct_legacy(root: Path, bits: int, *, dense: bool, zp: str | None = None,
         "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
                                       "format": "pack-quantized"}},
         "ignore": ["lm_head"]}}
-    _save(root, {"model.safetensors": t}, config)
+    save_checkpoint(root, {"model.safetensors": t}, config, indent=1)
     return Built(root, schemes, oracle, config)
 
 
@@ -374,9 +332,4 @@ def reshard(src: Path, dst: Path, away: set[str]) -> None:
     second = {k: tensors[k] for k in away}
     shards = {"model-00001-of-00002.safetensors": first,
               "model-00002-of-00002.safetensors": second}
-    weight_map = {}
-    for name, part in shards.items():
-        save_file(part, str(dst / name))
-        weight_map.update({k: name for k in part})
-    (dst / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    save_checkpoint(dst, shards, None, indent=1)

@@ -1,5 +1,5 @@
 """A small filesystem for the disk-full tests: a real tmpfs where this machine lets a test mount
-one, the fake disk of ``tests/fake_disk`` otherwise (see :func:`available_mode`).
+one, the fake disk of ``tests/support/fake_disk`` otherwise (see :func:`available_mode`).
 
 A session is a list of steps run against one disk mounted at ``mountpoint``: ``size`` (re)sizes
 the disk, ``argv`` runs a command and records its exit code and output, ``copy`` copies a tree

@@ -29,8 +29,8 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from .checkpoint import save_checkpoint, shard_names
 from .fixtures import fp8_codes
 from .tiny_llama import write_tokenizer
 
@@ -93,17 +93,7 @@ def _plain(gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def _save(root: Path, shards: list[dict], config: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))] \
-        if len(shards) > 1 else ["model.safetensors"]
-    weight_map = {}
-    for name, tensors in zip(names, shards):
-        save_file(tensors, str(root / name))
-        weight_map.update({k: name for k in tensors})
-    if len(shards) > 1:
-        (root / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (root / "config.json").write_text(json.dumps(config))
+    save_checkpoint(root, dict(zip(shard_names(len(shards)), shards)), config)
     write_tokenizer(root)
     return root
 
