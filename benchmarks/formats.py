@@ -1,7 +1,7 @@
 """Formats benchmark: `rewrite --to mlx` (native) vs the BF16 rewrite vs a 4-bit re-quantization.
 
-    python benchmarks/formats.py [--family F ...] [--layers 16] [--vocab 32000] [--workdir DIR]
-    python benchmarks/formats.py --render ~/.cache/scalefix/bench-work/formats/formats-latest.json
+    python -m benchmarks.formats [--family F ...] [--layers 16] [--vocab 32000] [--workdir DIR]
+    python -m benchmarks.formats --render ~/.cache/scalefix/bench-work/formats/formats-latest.json
 
 For each family of make_formats.py (one Llama-layout checkpoint each, the same random model):
 
@@ -41,12 +41,11 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from benchmarks import make_formats
+from benchmarks import run  # (measure, drop_caches, dir_bytes, safetensors reader, digest)
+from benchmarks import runtime_memory  # (snapshot_worktree, child_env, versions)
 
-import make_formats  # noqa: E402
-import run  # noqa: E402  (measure, drop_caches, dir_bytes, safetensors reader, digest)
-import runtime_memory  # noqa: E402  (snapshot_worktree, child_env, versions)
+BENCH = Path(__file__).resolve().parent
 
 CHILD = BENCH / "formats_child.py"
 OUTPUTS = ("native", "bf16", "mlx-lm q4", "--requantize 4")

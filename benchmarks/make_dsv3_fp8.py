@@ -1,6 +1,6 @@
 """Write a random DeepSeek-V3-layout FP8 checkpoint of a chosen size.
 
-    python benchmarks/make_dsv3_fp8.py OUT --size-gb 1.7 [--seed 0] [--shard-mb 400]
+    python -m benchmarks.make_dsv3_fp8 OUT --size-gb 1.7 [--seed 0] [--shard-mb 400]
 
 Layout (see docs/formats.md §5): every linear layer of the attention
 (MLA) and MLP is stored as ``<m>.weight`` F8_E4M3 ``[out, in]`` plus

@@ -1,6 +1,6 @@
 """Write one Llama-layout checkpoint per quantization family, from the same random weights.
 
-    python benchmarks/make_formats.py OUT FAMILY [--layers 22] [--vocab 32000] [--seed 0]
+    python -m benchmarks.make_formats OUT FAMILY [--layers 22] [--vocab 32000] [--seed 0]
 
 FAMILY is one of FAMILIES (below). Dimensions are TinyLlama-1.1B's (hidden 2048, 32 heads
 of 64, 4 KV heads, intermediate 5632, 22 layers, vocabulary 32000; ``make_llama_fp8``'s
@@ -32,11 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from benchmarks import make_dsv3_fp8
+from benchmarks import make_llama_fp8
 
-import make_dsv3_fp8  # noqa: E402
-import make_llama_fp8  # noqa: E402
 
 GEN_VERSION = 1  # bump when an output changes, to invalidate cached checkpoints
 SIGMA = 0.02

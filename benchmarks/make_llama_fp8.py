@@ -1,6 +1,6 @@
 """Write a random Llama-layout FP8 checkpoint (``weight_scale_inv`` blocks) of a chosen size.
 
-    python benchmarks/make_llama_fp8.py OUT --size-gb 1.4 [--seed 0] [--shard-mb 400]
+    python -m benchmarks.make_llama_fp8 OUT --size-gb 1.4 [--seed 0] [--shard-mb 400]
 
 The layout a transformers ``FineGrainedFP8Config`` export of a Llama has (Qwen3-FP8 and the
 like look the same): every ``q/k/v/o_proj`` and ``gate/up/down_proj`` is ``F8_E4M3 [out, in]``
@@ -21,11 +21,9 @@ import math
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from benchmarks import make_dsv3_fp8
+from benchmarks.make_dsv3_fp8 import BLOCK, nbytes
 
-import make_dsv3_fp8  # noqa: E402
-from make_dsv3_fp8 import BLOCK, nbytes  # noqa: E402
 
 FP8_QC = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
           "weight_block_size": [BLOCK, BLOCK]}

@@ -1,6 +1,6 @@
 """Write a checkpoint with DeepSeek-V3's *layout and counts* but tiny tensors.
 
-    python benchmarks/make_many_shards.py OUT [--shards 160] [--fp8-weights 44800]
+    python -m benchmarks.make_many_shards OUT [--shards 160] [--fp8-weights 44800]
                                               [--hf-cache org/name] [--seed 0]
 
 What the per-call cost of the runtime hook and ``inspect`` depends on is the number of
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_dsv3_fp8 import BLOCK, base_config, nbytes, write_shard, write_tokenizer  # noqa: E402
+from benchmarks.make_dsv3_fp8 import BLOCK, base_config, nbytes, write_shard, write_tokenizer
+
 
 DENSE_LAYERS = 3
 MAX_LAYERS = 61

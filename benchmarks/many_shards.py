@@ -1,7 +1,7 @@
 """Cost at scale: scalefix's bookkeeping on a layout of DeepSeek-V3's size (160 shards,
 44,800 FP8 weights, tiny tensors; ``make_many_shards.py``), each figure in a fresh process.
 
-    python benchmarks/many_shards.py [--layout DIR] [--hf-cache] [--python PY] [--src DIR]
+    python -m benchmarks.many_shards [--layout DIR] [--hf-cache] [--python PY] [--src DIR]
                                      [--only load,inspect,import] [--load-timeout 900]
 
 (a) ``mx.load`` of every shard, plain and under ``import scalefix.auto``: total, first call,
@@ -38,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_many_shards  # noqa: E402
+from benchmarks import make_many_shards
+
 
 TARGETS = {"load_added_s": 5.0, "inspect_s": 5.0, "import_ms": 25.0}
 HF_REPO = "bench-org/DeepSeek-V3-many-shards"

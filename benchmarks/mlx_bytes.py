@@ -1,7 +1,7 @@
 """Byte-for-byte guard of ``rewrite --to mlx`` / ``--to mlx-affine`` outputs across a refactor.
 
-    python benchmarks/mlx_bytes.py record DIR     # digests of today's outputs -> DIR/digests.json
-    python benchmarks/mlx_bytes.py check DIR      # rerun, compare with DIR/digests.json
+    python -m benchmarks.mlx_bytes record DIR     # digests of today's outputs -> DIR/digests.json
+    python -m benchmarks.mlx_bytes check DIR      # rerun, compare with DIR/digests.json
 
 Fixtures (generated once under DIR/src, deterministic): the tiny integer Llamas of the tests
 (every kind), the tiny DeepSeek-V4, Llama FP8, Mixtral FP8 and gpt-oss models, and 2-layer
@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+
 
 FORMATS = ("ct-w4a16", "ct-w4a16-asym", "gptq", "awq", "nvfp4", "dsv4", "fp8")
 KINDS = ("ct-w4-g32", "ct-w8-channel", "ct-w4-zp", "gptq", "awq")
@@ -61,7 +60,7 @@ def make_source(name: str, path: Path) -> None:
         from tests.support.fixtures import gpt_oss_tiny_model
         gpt_oss_tiny_model(path)
     else:
-        import make_formats
+        from benchmarks import make_formats
         make_formats.generate(path, name[len("fmt-"):], layers=2, vocab=1000,
                               layers_per_shard=1, verbose=False)
 

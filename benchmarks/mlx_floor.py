@@ -1,6 +1,6 @@
 """``rewrite --to mlx`` against the I/O floor, measured in the same run.
 
-    python benchmarks/mlx_floor.py [--case NAME ...] [--repeat 3] [--workdir DIR]
+    python -m benchmarks.mlx_floor [--case NAME ...] [--repeat 3] [--workdir DIR]
 
 Cases (``CASES``): ``make_formats`` Llama-layout checkpoints (TinyLlama widths) of the
 compressed-tensors W4A16, GPTQ, AWQ and DeepSeek-V4 (FP8 + E8M0 attention, MXFP4 MLP)
@@ -27,12 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import make_formats
+from benchmarks import run  # (measure, drop_caches, dir_bytes)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
-
-import make_formats  # noqa: E402
-import run  # noqa: E402  (measure, drop_caches, dir_bytes)
 
 # name: (family, layers, vocab, layers per shard, extra rewrite arguments)
 CASES = {

@@ -5,8 +5,8 @@ Each peer lives in its own venv under ``~/.cache/scalefix/bench-venvs/<name>``
 A venv is reused when its ``.scalefix-bench.json`` marker records the same
 package list and its import check passes; otherwise it is rebuilt.
 
-    python benchmarks/peers.py            # build / check all peers
-    python benchmarks/peers.py mlx ct     # only these
+    python -m benchmarks.peers            # build / check all peers
+    python -m benchmarks.peers mlx ct     # only these
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Side-by-side benchmark: FP8 block-scaled (DeepSeek-V3 layout) -> BF16 rewrite.
 
-    python benchmarks/run.py --size-gb 1.7 [--size-gb 3.5] [--workdir DIR] [--skip NAME ...]
+    python -m benchmarks.run --size-gb 1.7 [--size-gb 3.5] [--workdir DIR] [--skip NAME ...]
 
 For each size: generate (or reuse) a DeepSeek-V3-layout FP8 checkpoint with
 make_dsv3_fp8.py, then run every contender as a subprocess on it, one after the
@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from benchmarks import make_dsv3_fp8
+from benchmarks import peers
 
-import make_dsv3_fp8  # noqa: E402
-import peers  # noqa: E402
+BENCH = Path(__file__).resolve().parent
 
 GEN_VERSION = 2  # bump when make_dsv3_fp8's output changes, to invalidate cached checkpoints
 CHUNK = 64 << 20

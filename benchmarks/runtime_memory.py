@@ -1,6 +1,6 @@
 """Runtime memory benchmark: mlx-lm under ``import scalefix.auto`` against plain mlx-lm.
 
-    python benchmarks/runtime_memory.py [--llama-size-gb 1.4 --llama-size-gb 2.8] [--dsv3-size-gb 1.2]
+    python -m benchmarks.runtime_memory [--llama-size-gb 1.4 --llama-size-gb 2.8] [--dsv3-size-gb 1.2]
                                         [--load-repeat 3] [--workdir DIR] [--skip llama|dsv3|dsv3-load]
 
 A shim installed in every interpreter must never make a working load worse (issue 10).
@@ -39,11 +39,10 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+from benchmarks import make_llama_fp8
+from benchmarks import run  # (measure, drop_caches, oracle, safetensors readers, DSV3 checkpoint cache)
 
-import make_llama_fp8  # noqa: E402
-import run  # noqa: E402  (measure, drop_caches, oracle, safetensors readers, DSV3 checkpoint cache)
+BENCH = Path(__file__).resolve().parent
 
 GEN_VERSION = 1  # bump when make_llama_fp8's output or the twin's recipe changes
 CHILD = BENCH / "mlx_lm_child.py"
