@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import make_formats
+from benchmarks import make_formats, report
 from benchmarks import run  # (measure, drop_caches, dir_bytes, safetensors reader, digest)
 from benchmarks import runtime_memory  # (snapshot_worktree, child_env, versions)
 
@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-outputs", action="store_true")
     ap.add_argument("--no-drop-caches", action="store_true")
     ap.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of a saved result")
+    report.add_argument(ap)
     args = ap.parse_args(argv)
     if args.render:
         print(tables(json.loads(args.render.read_text())))
@@ -279,6 +280,9 @@ def main(argv=None) -> int:
     print(md, flush=True)
     (workdir / "formats-latest.md").write_text(md + "\n")
     print(f"[fmt] wrote {workdir / f'formats-{stamp}.json'} ({s['total_s']} s)", file=sys.stderr)
+    if args.write_docs:
+        doc = report.write_figures("formats.py", md, command=report.command_line("formats", argv))
+        print(f"[fmt] wrote the figures into {doc}", file=sys.stderr)
     bad = any(r["convert"]["status"] != "ok" or any(
         r.get(k, {}).get("status", "ok") != "ok" for k in ("load", "sqnr"))
         for f in s["families"] for r in f["outputs"].values())

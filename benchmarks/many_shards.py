@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks import make_many_shards
+from benchmarks import make_many_shards, report
 
 
 TARGETS = {"load_added_s": 5.0, "inspect_s": 5.0, "import_ms": 25.0}
@@ -246,6 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", action="store_true", help="also time mx.eval of every result")
     ap.add_argument("--repeat-inspect", type=int, default=3)
     ap.add_argument("--repeat-import", type=int, default=5)
+    report.add_argument(ap)
     a = ap.parse_args(argv)
     only = set(a.only.split(","))
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -273,6 +274,10 @@ def main(argv=None) -> int:
     print(results["table"])
     print(json.dumps({k: v for k, v in results.items() if k != "table"}, indent=2))
     print(f"written: {out}", file=sys.stderr)
+    if a.write_docs:
+        doc = report.write_figures("many_shards.py", results["table"],
+                                   command=report.command_line("many_shards", argv))
+        print(f"written: the figures into {doc}", file=sys.stderr)
     return 0
 
 

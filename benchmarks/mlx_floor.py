@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import make_formats
+from benchmarks import make_formats, report
 from benchmarks import run  # (measure, drop_caches, dir_bytes)
 
 BENCH = Path(__file__).resolve().parent
@@ -108,6 +108,20 @@ def run_case(name: str, workdir: Path, repeat: int, drop: bool) -> dict:
             "runs": runs, "loadavg_after": os.getloadavg()}
 
 
+def table(results: dict) -> str:
+    """The markdown table of a run: one row per case, the faster floor's median counts."""
+    lines = [f"{results['machine']['cpus']} cores, load average "
+             f"{results['machine']['loadavg_before'][0]:.1f} at the start; medians of the "
+             "repetitions, page cache dropped before every step when root.", "",
+             "| case | in GB | out GB | floor s (buffered) | floor s (O_DIRECT) | `--to mlx` s "
+             "| ratio | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["cases"]:
+        lines.append(f"| {r['case']} | {r['in_bytes'] / 1e9:.2f} | {r['out_bytes'] / 1e9:.2f} "
+                     f"| {r['floor_s']:.2f} | {r['floor_direct_s']:.2f} | {r['scalefix_s']:.2f} "
+                     f"| {r['ratio']:.2f}x | {r['peak_rss_mb']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", action="append", choices=list(CASES))
@@ -115,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path,
                     default=Path.home() / ".cache/scalefix/bench-work/mlx-floor")
     ap.add_argument("--no-drop", action="store_true", help="keep the page cache")
+    report.add_argument(ap)
     a = ap.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     results = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": {
@@ -128,6 +143,10 @@ def main(argv=None) -> int:
               f"{r['scalefix_s']:.2f} s  ratio {r['ratio']:.2f}  peak {r['peak_rss_mb']} MB  "
               f"load {r['loadavg_after'][0]:.2f}", flush=True)
         (a.workdir / "mlx-floor-latest.json").write_text(json.dumps(results, indent=1))
+    if a.write_docs:
+        doc = report.write_figures("mlx_floor.py", table(results),
+                                   command=report.command_line("mlx_floor", argv))
+        print(f"[floor] wrote the figures into {doc}", file=sys.stderr)
     return 0
 
 

@@ -78,3 +78,12 @@ def add_argument(parser) -> None:
     parser.add_argument("--write-docs", action="store_true",
                         help="also replace this script's figures in docs/benchmarks.md "
                              "(between its `figures:` markers) with this run's tables")
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How the figures were made: ``python -m benchmarks.<module> ARGS`` (--write-docs left out)."""
+    import shlex
+    import sys
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python -m", f"benchmarks.{module}",
+                     *(shlex.quote(a) for a in args if a != "--write-docs")])

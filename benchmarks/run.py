@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks import make_dsv3_fp8
 from benchmarks import peers
+from benchmarks import report
 
 BENCH = Path(__file__).resolve().parent
 
@@ -509,6 +510,7 @@ def main(argv=None) -> int:
                     help="runs per contender (cold cache each time); the median wall is reported")
     ap.add_argument("--keep-outputs", action="store_true")
     ap.add_argument("--no-drop-caches", action="store_true")
+    report.add_argument(ap)
     args = ap.parse_args(argv)
     sizes = args.size_gb or [1.7]
     workdir = args.workdir.resolve()
@@ -527,6 +529,10 @@ def main(argv=None) -> int:
         (workdir / name).write_text(json.dumps(summaries, indent=1, default=str))
     (workdir / "results-latest.md").write_text("\n\n".join(table(s) for s in summaries) + "\n")
     print(f"[run] wrote {workdir / ('results-' + stamp + '.json')}", file=sys.stderr)
+    if args.write_docs:
+        doc = report.write_figures("run.py", "\n\n".join(table(s) for s in summaries),
+                                   command=report.command_line("run", argv))
+        print(f"[run] wrote the figures into {doc}", file=sys.stderr)
     failed = [r["name"] for s in summaries for r in s["results"] if r.get("status") == "failed"]
     return 1 if failed else 0
 

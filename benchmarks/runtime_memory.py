@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import make_llama_fp8
+from benchmarks import make_llama_fp8, report
 from benchmarks import run  # (measure, drop_caches, oracle, safetensors readers, DSV3 checkpoint cache)
 
 BENCH = Path(__file__).resolve().parent
@@ -379,6 +379,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-outputs", action="store_true")
     ap.add_argument("--no-drop-caches", action="store_true")
     ap.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of a saved result")
+    report.add_argument(ap)
     args = ap.parse_args(argv)
     if args.render:
         print(tables(json.loads(args.render.read_text())))
@@ -420,6 +421,10 @@ def main(argv=None) -> int:
     print(md, flush=True)
     (workdir / "runtime-latest.md").write_text(md + "\n")
     print(f"[rt] wrote {workdir / f'runtime-{stamp}.json'} and runtime-latest.md", file=sys.stderr)
+    if args.write_docs:
+        doc = report.write_figures("runtime_memory.py", md,
+                                   command=report.command_line("runtime_memory", argv))
+        print(f"[rt] wrote the figures into {doc}", file=sys.stderr)
     pairs = s["llama"] + ([s["dsv3"]["convert"]] if s["dsv3"] else [])
     rs = [r for c in pairs for r in c["results"].values()]
     bad = any(r["status"] != "ok" for r in rs)
