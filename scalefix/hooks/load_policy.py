@@ -100,7 +100,8 @@ class BundlePlans:
     classification: Classification
     files: dict[Path, FilePlan]
     mx_family: bool
-    native_modules: dict[str, dict] = field(default_factory=dict)  # module -> affine params
+    native_modules: dict[str, dict] = field(default_factory=dict)  # module -> its entry
+    part_sources: tuple = ()  # native parts mlx-lm's sanitize must stack (NVFP4 experts)
 
     @property
     def dequantizes(self) -> bool:
@@ -123,7 +124,13 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         return plan
 
     used, native_modules = [], {}
+    nvfp4 = _runtime_nvfp4(result, mx_family)
     for qw in result.quantized.values():
+        if qw.name in nvfp4.weights:  # a routed NVFP4 expert: nvfp4 + global_scale
+            plan_of(qw.weight).native[qw.name] = (qw, nvfp4.weights[qw.name])
+            for side in qw.side_tensors:
+                plan_of(side).drop.add(side.name)
+            continue
         if qw.codec != "int":
             choice = declared_native(result, qw, mx_family)
             if choice is None:
@@ -141,6 +148,7 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         for side in qw.side_tensors:
             plan_of(side).drop.add(side.name)
         native_modules[qw.output_name[: -len(".weight")]] = choice.entry
+    native_modules.update((m, form.entry) for m, form in nvfp4.modules.items())
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
         for side in qw.side_tensors:
@@ -153,7 +161,20 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
             for name in result.named(role):
                 plan_of(tensors[name]).drop.add(name)
     return BundlePlans(result, {absolute(p): plan for p, plan in by_file.items()}, mx_family,
-                       native_modules)
+                       native_modules, nvfp4.sources)
+
+
+def _runtime_nvfp4(result: Classification, mx_family: bool):
+    """The NVFP4 routed experts handed over as MLX ``nvfp4`` + ``global_scale``: the ones
+    ``rewrite --to mlx`` makes native (``mlx.bundle_plan.runtime_nvfp4``). Needs mlx-lm's
+    model for the layout; without one (or with ``SCALEFIX_MLX_MX_FORMATS=dequant``) none."""
+    from ..mlx.bundle_plan import RuntimeNvfp4, runtime_nvfp4
+    if mx_family:
+        return RuntimeNvfp4()
+    try:
+        return runtime_nvfp4(result)
+    except ScalefixError:  # no MLX plan for this bundle: its NVFP4 stays exact BF16
+        return RuntimeNvfp4()
 
 
 def _runtime_native(qw):
@@ -302,5 +323,12 @@ def dequantized_by_hooks(model_dir: str | os.PathLike) -> bool:
 
 
 def native_by_hooks(model_dir: str | os.PathLike) -> dict[str, dict]:
-    """Module -> affine params of the integer weights the mx.load hook hands over natively."""
+    """Module -> quantization entry of the weights the mx.load hook hands over natively
+    (integer codes as affine, NVFP4 routed experts as nvfp4 + global_scale)."""
     return _model_plans(model_dir).native_modules
+
+
+def part_sources_by_hooks(model_dir: str | os.PathLike) -> tuple:
+    """The native parts of ``model_dir`` that mlx-lm's sanitize must place like their
+    weights (``mlx.bundle_plan.sanitize_parts``): NVFP4 experts it stacks."""
+    return _model_plans(model_dir).part_sources

@@ -88,6 +88,8 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
     scales = {name: load_scale(qw, raw.get(qw.scale.name))
               for name, qw in plan.dequantize.items()}
     arrays, metadata = _read_all(original, path, args, kwargs, return_metadata)
+    held = {qw.scale.name: arrays.get(qw.scale.name) for qw, choice in plan.native.values()
+            if choice.mode == "nvfp4"}  # E4M3 block scales, lazy, before the drop
     for name in plan.drop:
         arrays.pop(name, None)
     for name, qw in plan.dequantize.items():
@@ -98,23 +100,34 @@ def _fixed(mx, original, path: Path, args, kwargs, return_metadata: bool = False
             module = qw.output_name[: -len(".weight")]
             stored = arrays.pop(name)
             parts = native_parts(qw, choice, stored) if choice.mode == "affine" else \
-                _mx_parts(mx, qw, choice, stored)
+                _mx_parts(mx, qw, choice, stored, held.get(qw.scale.name))
             for part, array in parts.items():
                 arrays[f"{module}.{part}"] = array
     return (arrays, metadata) if return_metadata else arrays
 
 
-def _mx_parts(mx, qw, choice, stored) -> dict:
-    """An MXFP4 weight whose layout is MLX's own (E2M1 low nibble first, E8M0 group-32
-    bytes): the codes viewed as uint32 words (lazy, no copy), the scale bytes as stored, the
-    same bits ``rewrite --to mlx`` copies."""
+def _mx_parts(mx, qw, choice, stored, held_scale=None) -> dict:
+    """An MXFP4 or NVFP4 weight whose layout is MLX's own (E2M1 low nibble first; E8M0
+    group-32 or E4M3 group-16 bytes): the codes viewed as uint32 words (lazy, no copy), the
+    scale bytes as stored (lazy when ``mx.load`` gave them as bytes), the same bits
+    ``rewrite --to mlx`` copies; NVFP4 adds MLX's ``global_scale``, converted as the rewrite
+    converts it (``native_plan.mlx_global_scale``)."""
     from ..formats.tensor_data import read_raw
-    if choice.mode != "mxfp4":
+    if choice.mode not in ("mxfp4", "nvfp4"):
         raise ScalefixError(f"internal: no load-time {choice.mode} parts", tensor=qw.name)
     lead, cols = tuple(choice.shape[:-1]), choice.shape[-1]
     weight = stored.view(mx.uint8).reshape(lead + (cols // 2,)).view(mx.uint32)
-    scales = mx.array(read_raw(qw.scale).reshape(lead + (cols // 32,)))
-    return {"weight": weight, "scales": scales}
+    shape = lead + (cols // choice.group_size,)
+    if held_scale is not None and held_scale.dtype in (mx.uint8, mx.int8) and \
+            held_scale.size == cols // choice.group_size * (weight.size // (cols // 8)):
+        scales = held_scale.view(mx.uint8).reshape(shape)
+    else:  # in another file, or upcast by an older MLX: the stored bytes
+        scales = mx.array(read_raw(qw.scale).reshape(shape))
+    parts = {"weight": weight, "scales": scales}
+    if choice.mode == "nvfp4":
+        from ..mlx.native_plan import mlx_global_scale
+        parts["global_scale"] = mx.array(mlx_global_scale(qw))
+    return parts
 
 
 def apply(module) -> None:

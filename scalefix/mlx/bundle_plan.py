@@ -511,3 +511,31 @@ def mlx_config(config: dict, plan: MlxPlan) -> dict:
     new["quantization"] = quantization
     new["quantization_config"] = dict(quantization)
     return new
+
+
+@dataclass(frozen=True)
+class RuntimeNvfp4:
+    """The NVFP4 weights the load-time hooks hand mlx-lm natively, as ``rewrite --to mlx``
+    plans them: ``weights`` source weight name -> its ``ModuleForm``; ``modules`` mlx-lm
+    module path (after sanitize) -> its ``ModuleForm`` (the config entries); ``sources``
+    the native parts (``<module>.weight`` / ``.scales`` / ``.global_scale`` under source
+    module names), which ``sanitize_parts`` stacks and renames as mlx-lm's sanitize does."""
+
+    weights: dict = field(default_factory=dict)
+    modules: dict = field(default_factory=dict)
+    sources: tuple = ()
+
+
+def runtime_nvfp4(result: Classification) -> RuntimeNvfp4:
+    """What of ``result``'s NVFP4 goes native at load time: the routed experts the
+    ``--to mlx`` plan makes ``nvfp4`` + ``global_scale`` (the same plan, from the headers);
+    nothing where this MLX has no nvfp4 global scale (the probe) or no layer takes one."""
+    from .module_form import mlx_has_nvfp4_global_scale
+    if not any(qw.codec == "e2m1" and qw.scale_codec == "e4m3" and qw.global_scale is not None
+               for qw in result.quantized.values()) or not mlx_has_nvfp4_global_scale():
+        return RuntimeNvfp4()
+    spec = MlxSpec(native=True, requantize=False)
+    plan = build_mlx_plan(result, spec, layout_for(result.bundle.config), 1 << 62, "model")
+    sources = tuple(s for s in plan.sources if s.kind == "native" and s.choice.mode == "nvfp4")
+    return RuntimeNvfp4({s.qw.name: s.choice for s in sources if s.part == "weight"},
+                        {m: f for m, f in plan.native.items() if f.mode == "nvfp4"}, sources)

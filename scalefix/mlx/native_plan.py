@@ -83,13 +83,19 @@ def global_values(qw) -> np.ndarray:
     return values.reshape(lead)         # one per expert: [E] or [E, 1]
 
 
+def mlx_global_scale(qw) -> np.ndarray:
+    """MLX's nvfp4 ``global_scale`` for ``qw``, float32 ``[*lead]``: the one conversion of
+    the source's global scale, used by ``rewrite --to mlx`` and by the load-time hook."""
+    from .native_forms import nvfp4_global_scales
+    return nvfp4_global_scales(global_values(qw), qw.global_op)[0]
+
+
 def build(qw, choice: ModuleForm, bf16_biases: bool = False):
     """The module's ``NativeForm`` from its data, in ``choice``'s dtypes."""
     from ..formats.dequant import load_scale
     from ..formats.int_codes import canonical
     from ..formats.tensor_data import read_raw
-    from .native_forms import (affine_form, mxfp4_form, mxfp8_form, nvfp4_form,
-                               nvfp4_global_scales)
+    from .native_forms import affine_form, mxfp4_form, mxfp8_form, nvfp4_form
 
     if choice.mode == "nvfp4":
         lead, cols = choice.shape[:-1], choice.shape[-1]
@@ -98,7 +104,7 @@ def build(qw, choice: ModuleForm, bf16_biases: bool = False):
                           read_raw(qw.scale).reshape(lead + (cols // 16,)), values,
                           qw.global_op)
         if form:  # the G the plan chose from the global scales alone (all block scales)
-            form = replace(form, global_scale=nvfp4_global_scales(values, qw.global_op)[0])
+            form = replace(form, global_scale=mlx_global_scale(qw))
     elif choice.mode == "affine":
         codes, scale, zero = canonical(qw)
         form = affine_form(codes, scale, zero, qw.bits, qw.group, bf16_biases=bf16_biases)
