@@ -45,7 +45,7 @@ LOCAL = {".venv", ".git", ".pytest_cache", "build", "dist"}   # this checkout's,
 NOT_IN_REPO = {
     "scalefix/patches": "the wheel's name for the top-level patches/ (pyproject package-dir)",
     "scalefix/formats/schemes/foo.py": "docs/architecture.md's walk-through family",
-    "tests/test_family_foo.py": "docs/architecture.md's walk-through family",
+    "tests/families/foo/test_foo.py": "docs/architecture.md's walk-through family",
     "results-latest.md": "written by benchmarks/run.py into its work folder",
     "runtime-latest.md": "written by benchmarks/runtime_memory.py into its work folder",
     "QUANTIZATION.md": "ComfyUI's own file, cited by scalefix/formats/schemes/comfy.py",

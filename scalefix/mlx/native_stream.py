@@ -11,7 +11,7 @@ makes ``rewrite --to mlx`` run at the speed of the disk.
 - anything else (older per-word 3/5/6-bit packing, ``--bf16-biases``, which reports an SQNR)
   builds the module's whole ``NativeForm`` once (``native_plan.build``) and copies its parts.
 
-The bytes equal ``native_plan.build``'s, part for part (tests/test_rewrite_to_mlx.py and
+The bytes equal ``native_plan.build``'s, part for part (tests/mlx/test_rewrite_to_mlx.py and
 benchmarks/mlx_bytes.py hold them to it).
 """
 

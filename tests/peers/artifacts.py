@@ -23,7 +23,8 @@ RECIPES = [
     (r"(llama|qwen3)-hf-fp8-hf-bf16", lambda m: ("hf_dequantize_bf16.py", f"{m[1]}-hf-fp8", [])),
     (r"(llama|qwen3)-mfp-fp8-(block|dynamic)-ct-bf16",
      lambda m: ("ct_dequantize_bf16.py", f"{m[1]}-mfp-fp8-{m[2]}", [])),
-    # integer and NVFP4 families (tests/test_int_families.py); a 4th item names the peer venv
+    # integer and NVFP4 families (REAL in tests/support/int_checks.py, run under
+    # tests/families/); a 4th item names the peer venv
     (r"tiny-ragged-bf16", lambda m: ("make_tiny_ragged.py", None, [])),
     (r"(llama|qwen3)-ct-(w4a16|w4a16-g32|w4a16-asym|w8a16|w8a16-channel|w8a8|w3a16|nvfp4a16)",
      lambda m: ("write_ct_int.py", f"tiny-{m[1]}-bf16", [m[2]])),

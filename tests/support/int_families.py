@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import save_checkpoint
-from .packing import AWQ_ORDER, awq_pack, pack_bits  # noqa: F401  (re-used by the builders)
+from .packing import AWQ_ORDER, awq_pack, pack_bits
 
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
