@@ -1,24 +1,21 @@
 """``rewrite --to mlx``: NVFP4 routed experts go to MLX ``nvfp4`` with a ``global_scale``; dense
 NVFP4 layers stay exact BF16.
 
-A tiny Qwen3-MoE (mlx-lm ``qwen3_moe``: per-expert weights stacked by its sanitize into
-``QuantizedSwitchLinear``), every linear NVFP4, in both flavours: ModelOpt
-(``weight_scale_2`` multiplies the E4M3 block scales) and compressed-tensors
-(``weight_global_scale`` divides them). Checked with plain mlx-lm 0.32.2 (no scalefix hooks):
-the experts load as ``QuantizedSwitchLinear(mode="nvfp4")`` carrying ``global_scale``;
-``mx.dequantize`` with it, in float32 and rounded to BF16 once, equals the exact decode (the
-BF16 rewrite) bit for bit; the expert bytes are at most 0.3x their BF16 form. The forward
+A tiny Qwen3-MoE (tests/support/tiny_qwen3_moe.py: mlx-lm ``qwen3_moe``, per-expert weights
+stacked by its sanitize into ``QuantizedSwitchLinear``), every linear NVFP4, in both
+flavours: ModelOpt (``weight_scale_2`` multiplies the E4M3 block scales) and
+compressed-tensors (``weight_global_scale`` divides them). Checked with plain mlx-lm 0.32.2
+(no scalefix hooks): the experts load as ``QuantizedSwitchLinear(mode="nvfp4")`` carrying
+``global_scale``; ``mx.dequantize`` with it, in float32 and rounded to BF16 once, equals the
+exact decode (the BF16 rewrite) bit for bit; the expert bytes are at most 0.3x their BF16 form. The forward
 pass (``gather_qmm`` with a global scale) runs on the GPU only in MLX; this CPU-only suite
 does not run it.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 mx = pytest.importorskip("mlx.core")
 mlx_lm_utils = pytest.importorskip("mlx_lm.utils")
@@ -28,73 +25,9 @@ from mlx.utils import tree_flatten  # noqa: E402
 from scalefix.cli import main  # noqa: E402
 from scalefix.mlx.module_form import mlx_has_nvfp4_global_scale  # noqa: E402
 
-from tests.support.tiny_llama import write_tokenizer  # noqa: E402
+from tests.support.tiny_qwen3_moe import qwen3_moe_config, tiny_nvfp4_moe  # noqa: E402
 
-CONFIG = {"model_type": "qwen3_moe", "hidden_size": 64, "num_hidden_layers": 2,
-          "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1,
-          "head_dim": 32, "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 1,
-          "mlp_only_layers": [], "moe_intermediate_size": 64, "rms_norm_eps": 1e-6,
-          "vocab_size": 64, "rope_theta": 10000.0, "tie_word_embeddings": False,
-          "max_position_embeddings": 128, "norm_topk_prob": True, "torch_dtype": "bfloat16"}
-NVFP4_QC = {"quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
-            "exclude_modules": ["lm_head", "*mlp.gate"]}
-CT_QC = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
-         "quantization_status": "compressed", "ignore": ["lm_head", "re:.*mlp.gate$"],
-         "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None,
-                                       "output_activations": None,
-                                       "weights": {"num_bits": 4, "type": "float",
-                                                   "strategy": "tensor_group",
-                                                   "group_size": 16, "symmetric": True,
-                                                   "dynamic": False}}}}
-
-
-def _nvfp4(gen, out: int, cols: int, flavour: str, prefix: str) -> dict:
-    codes = torch.randint(0, 16, (out, cols), dtype=torch.uint8, generator=gen)
-    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
-    scales = torch.randint(0x08, 0x7E, (out, cols // 16), dtype=torch.uint8,
-                           generator=gen).view(torch.float8_e4m3fn)
-    amax = float(torch.rand((), generator=gen)) * 0.5 + 0.05
-    if flavour == "modelopt":
-        return {f"{prefix}.weight": packed, f"{prefix}.weight_scale": scales,
-                f"{prefix}.weight_scale_2": torch.tensor(amax / 2688.0, dtype=torch.float32),
-                f"{prefix}.input_scale": torch.tensor(0.0123, dtype=torch.float32)}
-    return {f"{prefix}.weight_packed": packed, f"{prefix}.weight_scale": scales,
-            f"{prefix}.weight_global_scale": torch.tensor([2688.0 / amax], dtype=torch.float32)}
-
-
-def tiny_nvfp4_moe(root: Path, flavour: str) -> Path:
-    gen = torch.Generator().manual_seed(7 if flavour == "modelopt" else 8)
-    h, hd, e, moe = (CONFIG[k] for k in ("hidden_size", "head_dim", "num_experts",
-                                        "moe_intermediate_size"))
-    q, kv = CONFIG["num_attention_heads"] * hd, CONFIG["num_key_value_heads"] * hd
-    t = {}
-    bf16 = lambda *shape: (torch.randn(*shape, generator=gen) * 0.05).bfloat16()  # noqa: E731
-    for n in range(CONFIG["num_hidden_layers"]):
-        p = f"model.layers.{n}"
-        for name, (out, cols) in {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h),
-                                  "o_proj": (h, q)}.items():
-            t.update(_nvfp4(gen, out, cols, flavour, f"{p}.self_attn.{name}"))
-        t[f"{p}.self_attn.q_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.self_attn.k_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.mlp.gate.weight"] = bf16(e, h)
-        for x in range(e):
-            for name, (out, cols) in {"gate_proj": (moe, h), "up_proj": (moe, h),
-                                      "down_proj": (h, moe)}.items():
-                t.update(_nvfp4(gen, out, cols, flavour, f"{p}.mlp.experts.{x}.{name}"))
-        t[f"{p}.input_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-        t[f"{p}.post_attention_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-    t["model.embed_tokens.weight"] = bf16(CONFIG["vocab_size"], h)
-    t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
-    t["lm_head.weight"] = bf16(CONFIG["vocab_size"], h)
-    root.mkdir(parents=True)
-    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
-    qc = {"quant_method": "modelopt", **NVFP4_QC} if flavour == "modelopt" else CT_QC
-    (root / "config.json").write_text(json.dumps({**CONFIG, "quantization_config": qc}))
-    if flavour == "modelopt":
-        (root / "hf_quant_config.json").write_text(json.dumps(
-            {"producer": {"name": "modelopt", "version": "0.37.0"}, "quantization": NVFP4_QC}))
-    write_tokenizer(root)
-    return root
+CONFIG = qwen3_moe_config()
 
 
 def rewrite(*args) -> int:
