@@ -7,9 +7,9 @@ flavours: ModelOpt (``weight_scale_2`` multiplies the E4M3 block scales) and
 compressed-tensors (``weight_global_scale`` divides them). Checked with plain mlx-lm 0.32.2
 (no scalefix hooks): the experts load as ``QuantizedSwitchLinear(mode="nvfp4")`` carrying
 ``global_scale``; ``mx.dequantize`` with it, in float32 and rounded to BF16 once, equals the
-exact decode (the BF16 rewrite) bit for bit; the expert bytes are at most 0.3x their BF16 form. The forward
-pass (``gather_qmm`` with a global scale) runs on the GPU only in MLX; this CPU-only suite
-does not run it.
+exact decode (the BF16 rewrite) bit for bit; the expert bytes are at most 0.3x their BF16
+form. The forward pass (``gather_qmm`` with a global scale) runs on the GPU only in MLX; this
+CPU-only suite does not run it.
 """
 
 import json
