@@ -1,5 +1,9 @@
 """The MLX bundle target of ``rewrite`` (``--to mlx``, ``--to mlx-affine``): the plan.
 
+One module on purpose (~540 lines): the output headers, the per-module entries and the
+load-time NVFP4 plan all come from the one lazy sanitize pass planned here; split, they would
+each need their own copy of it.
+
 ``--to mlx``: each quantized module in its lossless native MLX form (``native_plan``), else
 exact BF16, else (``--requantize``) ``mx.quantize``. ``--to mlx-affine``: FP4 (optionally FP8)
 weights decoded exactly, then re-quantized with MLX's own ``mx.quantize``. Both are a

@@ -1,5 +1,9 @@
 """Lossless native MLX forms of block-scaled weights (``rewrite --to mlx``, issue 11).
 
+One module on purpose (~490 lines): every form and the exactness argument it carries share
+the same float32 rounding helpers, and reading them side by side is how a reviewer checks
+that each "exact" claim holds for every element.
+
 Inputs are canonical, format-neutral numpy arrays (the formats room unpacks GPTQ, AWQ and
 compressed-tensors layouts into them); outputs are what mlx-lm loads as ``<m>.weight``,
 ``<m>.scales``, ``<m>.biases`` (and ``<m>.global_scale``), with the per-module
