@@ -31,7 +31,7 @@ PEERS: dict[str, dict] = {
     },
     "ct": {
         # 0.19.0 is the version seen working here with convert_checkpoint and
-        # FP8BlockDequantizer (shared/recipes/ct_convert.py).
+        # FP8BlockDequantizer (the call is in benchmarks/README.md, contender `ct`).
         "packages": [TORCH, os.environ.get("SCALEFIX_BENCH_CT", "compressed-tensors==0.19.0")],
         "check": (
             "import torch, compressed_tensors; "

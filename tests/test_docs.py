@@ -162,7 +162,6 @@ def missing_citations() -> list[str]:
     return problems
 
 
-@pytest.mark.xfail(strict=True, reason="code citations being moved")
 def test_every_cited_path_is_in_the_repository():
     problems = missing_citations()
     assert not problems, "\n".join(problems)

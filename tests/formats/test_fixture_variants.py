@@ -1,4 +1,5 @@
-"""Every format variant of docs/formats.md: inspect classifies it, dequantize is bit-exact."""
+"""Every format variant of docs/formats.md (§5-§7): inspect classifies it, dequantize is
+bit-exact."""
 
 import numpy as np
 import pytest
