@@ -29,10 +29,10 @@ mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 torch = pytest.importorskip("torch")
 
-from safetensors.torch import save_file  # noqa: E402
-
 from scalefix.cli import main  # noqa: E402
 from scalefix.mlx.module_form import mlx_has_nvfp4_global_scale  # noqa: E402
+
+from ...support.tiny_qwen3_moe import tiny_nvfp4_moe  # noqa: E402
 
 needs_global_scale = pytest.mark.skipif(not mlx_has_nvfp4_global_scale(),
                                         reason="this MLX has no nvfp4 global_scale")
@@ -93,72 +93,9 @@ def hooked_equals_bundle(src: Path, tmp_path: Path) -> dict:
 
 # --- a Qwen3-MoE built by formula: every linear NVFP4, both flavours -------------------------
 
-def config(hidden: int, moe: int, experts: int, layers: int) -> dict:
-    return {"model_type": "qwen3_moe", "hidden_size": hidden, "num_hidden_layers": layers,
-            "intermediate_size": 2 * moe, "num_attention_heads": 2, "num_key_value_heads": 1,
-            "head_dim": hidden // 2, "num_experts": experts, "num_experts_per_tok": 2,
-            "decoder_sparse_step": 1, "mlp_only_layers": [], "moe_intermediate_size": moe,
-            "rms_norm_eps": 1e-6, "vocab_size": 64, "rope_theta": 10000.0,
-            "tie_word_embeddings": False, "max_position_embeddings": 128,
-            "norm_topk_prob": True, "torch_dtype": "bfloat16"}
-
-
-MODELOPT = {"quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
-            "exclude_modules": ["lm_head", "*mlp.gate"]}
-CT = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
-      "quantization_status": "compressed", "ignore": ["lm_head", "re:.*mlp.gate$"],
-      "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None,
-                                    "output_activations": None,
-                                    "weights": {"num_bits": 4, "type": "float",
-                                                "strategy": "tensor_group", "group_size": 16,
-                                                "symmetric": True, "dynamic": False}}}}
-
-
-def _nvfp4(gen, out: int, cols: int, flavour: str, prefix: str) -> dict:
-    codes = torch.randint(0, 16, (out, cols), dtype=torch.uint8, generator=gen)
-    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
-    scales = torch.randint(0x08, 0x7E, (out, cols // 16), dtype=torch.uint8,
-                           generator=gen).view(torch.float8_e4m3fn)
-    amax = float(torch.rand((), generator=gen)) * 0.5 + 0.05
-    if flavour == "modelopt":
-        return {f"{prefix}.weight": packed, f"{prefix}.weight_scale": scales,
-                f"{prefix}.weight_scale_2": torch.tensor(amax / 2688.0, dtype=torch.float32),
-                f"{prefix}.input_scale": torch.tensor(0.0123, dtype=torch.float32)}
-    return {f"{prefix}.weight_packed": packed, f"{prefix}.weight_scale": scales,
-            f"{prefix}.weight_global_scale": torch.tensor([2688.0 / amax], dtype=torch.float32)}
-
-
 def nvfp4_moe(root: Path, flavour: str, hidden=256, moe=256, experts=8, layers=2) -> Path:
-    cfg = config(hidden, moe, experts, layers)
-    gen = torch.Generator().manual_seed(5)
-    hd = cfg["head_dim"]
-    t = {}
-    bf16 = lambda *shape: (torch.randn(*shape, generator=gen) * 0.05).bfloat16()  # noqa: E731
-    for n in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{n}"
-        for name, (out, cols) in {"q_proj": (2 * hd, hidden), "k_proj": (hd, hidden),
-                                  "v_proj": (hd, hidden), "o_proj": (hidden, 2 * hd)}.items():
-            t.update(_nvfp4(gen, out, cols, flavour, f"{p}.self_attn.{name}"))
-        t[f"{p}.self_attn.q_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.self_attn.k_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
-        t[f"{p}.mlp.gate.weight"] = bf16(experts, hidden)
-        for x in range(experts):
-            for name, (out, cols) in {"gate_proj": (moe, hidden), "up_proj": (moe, hidden),
-                                      "down_proj": (hidden, moe)}.items():
-                t.update(_nvfp4(gen, out, cols, flavour, f"{p}.mlp.experts.{x}.{name}"))
-        t[f"{p}.input_layernorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
-        t[f"{p}.post_attention_layernorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
-    t["model.embed_tokens.weight"] = bf16(cfg["vocab_size"], hidden)
-    t["model.norm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
-    t["lm_head.weight"] = bf16(cfg["vocab_size"], hidden)
-    root.mkdir(parents=True)
-    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
-    qc = {"quant_method": "modelopt", **MODELOPT} if flavour == "modelopt" else CT
-    (root / "config.json").write_text(json.dumps({**cfg, "quantization_config": qc}))
-    if flavour == "modelopt":
-        (root / "hf_quant_config.json").write_text(json.dumps(
-            {"producer": {"name": "modelopt", "version": "0.37.0"}, "quantization": MODELOPT}))
-    return root
+    """The tiny NVFP4 Qwen3-MoE of tests/support/tiny_qwen3_moe.py (no tokenizer)."""
+    return tiny_nvfp4_moe(root, flavour, hidden, moe, experts, layers, seed=5, tokenizer=False)
 
 
 @needs_global_scale
