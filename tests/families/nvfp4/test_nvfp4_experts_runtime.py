@@ -77,7 +77,10 @@ def same_parameters(a: Path, b: Path) -> None:
         assert got[k].shape == want[k].shape and np.array_equal(got[k], want[k]), k
 
 
-def hooked_equals_bundle(src: Path, tmp_path: Path) -> dict:
+def hooked_equals_bundle(src: Path, tmp_path: Path, peak: bool = True) -> dict:
+    """The hooked load of ``src`` equals plain mlx-lm's load of its ``--to mlx`` bundle;
+    ``peak``: and MLX's peak memory is within 1.2x (meaningful only where the model is big
+    enough that MLX's fixed per-load overhead does not dominate: 8 layers here)."""
     assert main(["rewrite", str(src), "--to", "mlx", "--out", str(tmp_path / "mlx")]) == 0
     hooked = child("hook", src, tmp_path / "hook.npz")
     bundle = child("plain", tmp_path / "mlx", tmp_path / "bundle.npz")
@@ -87,7 +90,8 @@ def hooked_equals_bundle(src: Path, tmp_path: Path) -> dict:
                            for x in experts), hooked["layers"]
     assert len(experts) == len(hooked["layers"])   # dense NVFP4: exact BF16, not quantized
     same_parameters(tmp_path / "hook.npz", tmp_path / "bundle.npz")
-    assert hooked["peak"] <= 1.2 * bundle["peak"], (hooked["peak"], bundle["peak"])
+    if peak:
+        assert hooked["peak"] <= 1.2 * bundle["peak"], (hooked["peak"], bundle["peak"])
     return hooked
 
 
@@ -127,7 +131,9 @@ def test_real_writer_nvfp4_experts(tmp_path, layout, real_writer):
     from safetensors import safe_open
 
     src = real_writer(f"qwen3moe-ct-nvfp4-{layout}")
-    hooked_equals_bundle(src, tmp_path)
+    # the writer's model is tiny (~120 KB of parameters): MLX's peak varies by tens of KB
+    # from run to run there, so only the equality is checked (the 8-layer test bounds peak)
+    hooked_equals_bundle(src, tmp_path, peak=False)
     model, cfg = load_model(tmp_path / "mlx")             # plain mlx-lm: no hooks here
     with safe_open(str(src / "ref" / "ref.safetensors"), "pt") as fh:
         ref = {k: fh.get_tensor(k) for k in fh.keys()}
