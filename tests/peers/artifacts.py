@@ -31,7 +31,7 @@ RECIPES = [
     (r"ragged-ct-w8a8", lambda m: ("write_ct_int.py", "tiny-ragged-bf16", ["w8a8"])),
     (r"(llama|qwen3)-ct-nvfp4", lambda m: ("write_ct_oneshot.py", f"tiny-{m[1]}-bf16", [])),
     (r"experts3d-ct-(w4a16|w4a16-asym)", lambda m: ("write_ct_experts3d.py", None, [m[1]])),
-    # NVFP4 routed experts by compressed-tensors' own compressor (tests/test_nvfp4_experts_runtime.py)
+    # NVFP4 routed experts by compressed-tensors' own compressor (tests/families/nvfp4/test_nvfp4_experts_runtime.py)
     (r"qwen3moe-ct-nvfp4-(per-expert|stacked)",
      lambda m: ("write_ct_nvfp4_moe.py", None, [m[1]])),
     (r"((?:llama|qwen3|ragged)-ct-[a-z0-9-]+|experts3d-ct-[a-z0-9-]+)-ct-bf16",
