@@ -48,5 +48,5 @@ def test_a_missing_or_repeated_marker_is_an_error(tmp_path):
 def test_every_script_that_writes_figures_has_its_markers_in_the_docs():
     text = report.DOC.read_text(encoding="utf-8")
     for name in ("run.py", "mlx_floor.py", "runtime_memory.py", "many_shards.py",
-                 "formats.py"):
+                 "formats.py", "hooked_load"):
         report.replace_block(text, name, "x")
