@@ -20,6 +20,7 @@ from .header import TensorInfo
 WEIGHT_CODECS = {"F8_E4M3": "e4m3", "F8_E5M2": "e5m2", "I8": "e2m1", "U8": "e2m1", "F4": "e2m1"}
 SCALE_CODECS = {"F32": "f32", "BF16": "bf16", "F16": "f16", "F8_E8M0": "e8m0", "U8": "e8m0",
                 "F8_E4M3": "e4m3"}
+MX_BLOCK = 32   # OCP MX: one E8M0 scale per 32 elements, whatever the element type
 
 ROLES = ("plain", "quantized", "scale", "quant_param", "activation_scale", "marker",
          "orphan_scale", "fp8_without_scale", "unsupported")
@@ -109,6 +110,7 @@ def classify(bundle: Bundle, *, nibble_order: str = "low-first") -> Classificati
         if roles[name] == "plain" and info.dtype in FP8_WEIGHT:
             roles[name] = "fp8_without_scale"
     declared.claim_checkpoint(result)
+    _refuse_other_mx(result)
     _cross_check(result)
     return result
 
@@ -236,6 +238,21 @@ def _nvfp4_global_scale(result: Classification, weight: TensorInfo, shape: tuple
 # A checkpoint repeats a handful of (weight, scale) shapes thousands of times; Geometry is
 # immutable, so one per distinct shape pair is shared.
 _tile = lru_cache(maxsize=4096)(tile)
+
+
+def _refuse_other_mx(result: Classification) -> None:
+    """Names alone pair bytes with E8M0 scales as FP4. Only the group width tells MXFP4 (32
+    codes a scale) from MXFP6, or MXFP8 stored as U8, which would decode as FP4 in groups of
+    48 or 64: wrong values with no error. Runs after the declaration's scheme has judged (its
+    refusal names the declared format), on what the name rules alone decided."""
+    for q in result.quantized.values():
+        if isinstance(q, QuantizedWeight) and q.codec == "e2m1" and q.scale_codec == "e8m0" \
+                and q.geometry.block[1] != MX_BLOCK:
+            raise ScalefixError(
+                f"{q.weight.dtype} codes with E8M0 scale {list(q.scale.shape)} read as FP4 "
+                f"give groups of {q.geometry.block[1]} values, but MXFP4 has {MX_BLOCK}: "
+                "another MX type (MXFP6? MXFP8 stored as bytes?) that scalefix does not "
+                "decode; nothing done", file=q.weight.file, tensor=q.weight.name)
 
 
 def _cross_check(result: Classification) -> None:

@@ -193,6 +193,26 @@ def case_pickle_file(tmp: Path):
     return path, [str(path), "pickle checkpoints"]
 
 
+def _mx_bytes(tmp: Path, code_bytes: int):
+    """128 values a row, one E8M0 scale per 32 (4 a row), the codes ``code_bytes`` a row."""
+    path = tmp / "mx.safetensors"
+    save_file({"w.weight": torch.full((8, code_bytes), 0x41, dtype=torch.uint8),
+               "w.weight_scale": torch.full((8, 4), 127, dtype=torch.uint8)}, str(path))
+    return path
+
+
+def case_mxfp6_as_bytes(tmp: Path):
+    # MXFP6: 6 bits a value, 96 bytes a row; read as FP4 that is groups of 48.
+    path = _mx_bytes(tmp, 96)
+    return path, [str(path), "'w.weight'", "groups of 48", "MXFP4 has 32"]
+
+
+def case_mxfp8_as_bytes(tmp: Path):
+    # MXFP8 codes stored as U8: 128 bytes a row; read as FP4 that is groups of 64.
+    path = _mx_bytes(tmp, 128)
+    return path, [str(path), "'w.weight'", "groups of 64", "MXFP4 has 32"]
+
+
 def case_not_there(tmp: Path):
     return tmp / "nope", [str(tmp / "nope"), "no such file"]
 
