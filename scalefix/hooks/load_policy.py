@@ -101,7 +101,7 @@ class BundlePlans:
     files: dict[Path, FilePlan]
     mx_family: bool
     native_modules: dict[str, dict] = field(default_factory=dict)  # module -> its entry
-    part_sources: tuple = ()  # native parts mlx-lm's sanitize must stack (NVFP4 experts)
+    part_sources: tuple = ()  # native parts mlx-lm's sanitize must stack (experts)
 
     @property
     def dequantizes(self) -> bool:
@@ -124,10 +124,10 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         return plan
 
     used, native_modules = [], {}
-    nvfp4 = _runtime_nvfp4(result, mx_family)
+    planned = _runtime_planned(result, mx_family)
     for qw in result.quantized.values():
-        if qw.name in nvfp4.weights:  # a routed NVFP4 expert: nvfp4 + global_scale
-            plan_of(qw.weight).native[qw.name] = (qw, nvfp4.weights[qw.name])
+        if qw.name in planned.weights:  # NVFP4 / integer experts, as `--to mlx` plans them
+            plan_of(qw.weight).native[qw.name] = (qw, planned.weights[qw.name])
             for side in qw.side_tensors:
                 plan_of(side).drop.add(side.name)
             continue
@@ -148,7 +148,7 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
         for side in qw.side_tensors:
             plan_of(side).drop.add(side.name)
         native_modules[qw.output_name[: -len(".weight")]] = choice.entry
-    native_modules.update((m, form.entry) for m, form in nvfp4.modules.items())
+    native_modules.update((m, form.entry) for m, form in planned.modules.items())
     for qw in used:
         plan_of(qw.weight).dequantize[qw.name] = qw
         for side in qw.side_tensors:
@@ -161,20 +161,20 @@ def plans_for_classification(result: Classification, mx_family: bool) -> BundleP
             for name in result.named(role):
                 plan_of(tensors[name]).drop.add(name)
     return BundlePlans(result, {absolute(p): plan for p, plan in by_file.items()}, mx_family,
-                       native_modules, nvfp4.sources)
+                       native_modules, planned.sources)
 
 
-def _runtime_nvfp4(result: Classification, mx_family: bool):
-    """The NVFP4 routed experts handed over as MLX ``nvfp4`` + ``global_scale``: the ones
-    ``rewrite --to mlx`` makes native (``mlx.bundle_plan.runtime_nvfp4``). Needs mlx-lm's
-    model for the layout; without one (or with ``SCALEFIX_MLX_MX_FORMATS=dequant``) none."""
-    from ..mlx.bundle_plan import RuntimeNvfp4, runtime_nvfp4
-    if mx_family:
-        return RuntimeNvfp4()
+def _runtime_planned(result: Classification, mx_family: bool):
+    """The weights handed over natively as the ``--to mlx`` plan makes them
+    (``mlx.bundle_plan.runtime_native``): NVFP4 routed experts as ``nvfp4`` +
+    ``global_scale``, integer experts that mlx-lm's sanitize stacks. Needs mlx-lm's model for
+    the layout; without one none: NVFP4 then stays exact BF16 and integer weights go native
+    one by one (``_runtime_native``). ``SCALEFIX_MLX_MX_FORMATS=dequant`` keeps NVFP4 BF16."""
+    from ..mlx.bundle_plan import RuntimeNative, runtime_native
     try:
-        return runtime_nvfp4(result)
-    except ScalefixError:  # no MLX plan for this bundle: its NVFP4 stays exact BF16
-        return RuntimeNvfp4()
+        return runtime_native(result, nvfp4_native=not mx_family)
+    except ScalefixError:  # no MLX plan for this bundle
+        return RuntimeNative()
 
 
 def _runtime_native(qw):
@@ -330,5 +330,5 @@ def native_by_hooks(model_dir: str | os.PathLike) -> dict[str, dict]:
 
 def part_sources_by_hooks(model_dir: str | os.PathLike) -> tuple:
     """The native parts of ``model_dir`` that mlx-lm's sanitize must place like their
-    weights (``mlx.bundle_plan.sanitize_parts``): NVFP4 experts it stacks."""
+    weights (``mlx.bundle_plan.sanitize_parts``): NVFP4 and integer experts it stacks."""
     return _model_plans(model_dir).part_sources

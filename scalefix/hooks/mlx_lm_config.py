@@ -14,12 +14,11 @@ absent (``KeyError: 'quant_method'``: that file nests the settings, or "Unsuppor
 quant_algo" for FP8): once the hooks decode the checkpoint, the config keeps an empty
 ``quantization_config`` so mlx-lm does not read the file in its place.
 
-NVFP4 routed experts go native as ``nvfp4`` + ``global_scale`` (``mlx_load``), per expert
-under the source's names; mlx-lm's sanitize stacks only ``<m>.weight``. For such a model
-``load_model``'s ``get_model_classes`` hands back a constructor whose model's ``sanitize``
-places each part
-(codes, E4M3 scales, global scale) the way the weight is placed, with the ``--to mlx``
-planner's own ``sanitize_parts``.
+NVFP4 routed experts go native as ``nvfp4`` + ``global_scale`` (``mlx_load``), and per-expert
+integer experts as affine, per expert under the source's names; mlx-lm's sanitize stacks only
+``<m>.weight``. For such a model ``load_model``'s ``get_model_classes`` hands back a
+constructor whose model's ``sanitize`` places each part (codes, scales, biases or global
+scale) the way the weight is placed, with the ``--to mlx`` planner's own ``sanitize_parts``.
 
 Upstream: not fixed. Off: ``SCALEFIX_DISABLE_PATCHES=mlx_lm_config``.
 """

@@ -518,28 +518,48 @@ def mlx_config(config: dict, plan: MlxPlan) -> dict:
 
 
 @dataclass(frozen=True)
-class RuntimeNvfp4:
-    """The NVFP4 weights the load-time hooks hand mlx-lm natively, as ``rewrite --to mlx``
-    plans them: ``weights`` source weight name -> its ``ModuleForm``; ``modules`` mlx-lm
-    module path (after sanitize) -> its ``ModuleForm`` (the config entries); ``sources``
-    the native parts (``<module>.weight`` / ``.scales`` / ``.global_scale`` under source
-    module names), which ``sanitize_parts`` stacks and renames as mlx-lm's sanitize does."""
+class RuntimeNative:
+    """The weights the load-time hooks hand mlx-lm natively *as ``rewrite --to mlx`` plans
+    them*: NVFP4 routed experts, and integer-coded weights that mlx-lm's sanitize moves
+    (per-expert GPTQ / AWQ / compressed-tensors experts it stacks into one switch module).
+    ``weights`` source weight name -> its ``ModuleForm``; ``modules`` mlx-lm module path
+    (after sanitize) -> its ``ModuleForm`` (the config entries); ``sources`` the native parts
+    (``<module>.weight`` / ``.scales`` / ``.biases`` / ``.global_scale`` under source module
+    names), which ``sanitize_parts`` stacks and renames as mlx-lm's sanitize does. Integer
+    weights sanitize leaves in place keep the per-weight path (``hooks/load_policy``)."""
 
     weights: dict = field(default_factory=dict)
     modules: dict = field(default_factory=dict)
     sources: tuple = ()
 
 
-def runtime_nvfp4(result: Classification) -> RuntimeNvfp4:
-    """What of ``result``'s NVFP4 goes native at load time: the routed experts the
-    ``--to mlx`` plan makes ``nvfp4`` + ``global_scale`` (the same plan, from the headers);
-    nothing where this MLX has no nvfp4 global scale (the probe) or no layer takes one."""
+def runtime_native(result: Classification, nvfp4_native: bool = True) -> RuntimeNative:
+    """What of ``result`` goes native at load time through the ``--to mlx`` plan (the same
+    plan, from the headers): the routed NVFP4 experts it makes ``nvfp4`` + ``global_scale``
+    (none where this MLX has no nvfp4 global scale: the probe), and the integer weights whose
+    codes ``lazy_native`` repacks and whose module sanitize moves. Nothing where no weight
+    could qualify: the plan is not even built. ``nvfp4_native`` False keeps NVFP4 out."""
+    from .lazy_native import supported
     from .module_form import mlx_has_nvfp4_global_scale
-    if not any(qw.codec == "e2m1" and qw.scale_codec == "e4m3" and qw.global_scale is not None
-               for qw in result.quantized.values()) or not mlx_has_nvfp4_global_scale():
-        return RuntimeNvfp4()
+    quantized = result.quantized.values()
+    nvfp4 = nvfp4_native and any(qw.codec == "e2m1" and qw.scale_codec == "e4m3" and qw.global_scale is not None
+                for qw in quantized) and mlx_has_nvfp4_global_scale()
+    integer = any(qw.codec == "int" and supported(qw) for qw in quantized)
+    if not nvfp4 and not integer:
+        return RuntimeNative()
     spec = MlxSpec(native=True, requantize=False)
     plan = build_mlx_plan(result, spec, layout_for(result.bundle.config), 1 << 62, "model")
-    sources = tuple(s for s in plan.sources if s.kind == "native" and s.choice.mode == "nvfp4")
-    return RuntimeNvfp4({s.qw.name: s.choice for s in sources if s.part == "weight"},
-                        {m: f for m, f in plan.native.items() if f.mode == "nvfp4"}, sources)
+    native = [s for s in plan.sources if s.kind == "native"]
+    in_place = {s.name[: -len(".weight")] for s in native if s.part == "weight"} & set(plan.native)
+
+    def taken(s: Source) -> bool:
+        if s.choice.mode == "nvfp4":
+            return nvfp4
+        moved = s.name[: -len(f".{s.part}")] not in in_place
+        return moved and s.choice.mode == "affine" and s.qw.codec == "int" and supported(s.qw)
+    sources = tuple(s for s in native if taken(s))
+    return RuntimeNative({s.qw.name: s.choice for s in sources if s.part == "weight"},
+                         {m: f for m, f in plan.native.items()
+                          if (f.mode == "nvfp4" and nvfp4)
+                          or (f.mode == "affine" and m not in in_place)},
+                         sources)

@@ -20,6 +20,7 @@ pytest.importorskip("mlx_lm")
 from scalefix.cli import main  # noqa: E402
 
 from tests.support.tiny_int_llama import KINDS, tiny_int_llama  # noqa: E402
+from tests.support.tiny_qwen3_moe import tiny_int_moe  # noqa: E402
 
 CHILD = r"""
 import json, sys
@@ -63,6 +64,16 @@ def check(src: Path, tmp_path: Path) -> dict:
 @pytest.mark.parametrize("kind", KINDS)
 def test_integer_llama_loads_natively_under_scalefix_auto(tmp_path, kind):
     check(tiny_int_llama(tmp_path / "src", kind), tmp_path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_integer_moe_experts_are_stacked_under_scalefix_auto(tmp_path, kind):
+    """Per-expert integer experts: mlx-lm's sanitize stacks only ``<m>.weight``, so the hook
+    places each part (codes, scales, biases) as the ``--to mlx`` plan does, and the config
+    entries name the stacked ``switch_mlp`` modules (before: unknown ``experts.N.*.scales``)."""
+    hooked = check(tiny_int_moe(tmp_path / "src", kind), tmp_path)
+    assert {layer[0] for layer in hooked["layers"]} == {"QuantizedLinear",
+                                                        "QuantizedSwitchLinear"}
 
 
 @pytest.mark.parametrize("artifact", ["llama-ct-w4a16", "llama-ct-w4a16-asym", "llama-ct-w8a8",

@@ -28,7 +28,8 @@ def _linears(n: int):
             (f"{p}.mlp.down_proj", h, inter)]
 
 
-def _module(kind: str, rng, name: str, out: int, cols: int) -> dict:
+def int_module(kind: str, rng, name: str, out: int, cols: int) -> dict:
+    """One linear ``name`` [out, cols] in ``kind``'s tensors: random codes, scales, zeros."""
     bits = 8 if kind == "ct-w8-channel" else 4
     group = cols if kind == "ct-w8-channel" else 32 if kind.startswith("ct") else 64
     groups = cols // group
@@ -84,7 +85,7 @@ def tiny_int_llama(root: Path, kind: str, seed: int = 3) -> Path:
     for n in range(CONFIG["num_hidden_layers"]):
         t = {}
         for name, out, cols in _linears(n):
-            t.update(_module(kind, rng, name, out, cols))
+            t.update(int_module(kind, rng, name, out, cols))
         t[f"model.layers.{n}.input_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
         t[f"model.layers.{n}.post_attention_layernorm.weight"] = torch.ones(
             h, dtype=torch.bfloat16)

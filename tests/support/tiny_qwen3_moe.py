@@ -1,7 +1,8 @@
 """A tiny Qwen3-MoE (mlx-lm ``qwen3_moe``: per-expert weights, stacked by its sanitize into
-``QuantizedSwitchLinear``) with every linear NVFP4, in both flavours: ModelOpt
+``QuantizedSwitchLinear``) with every linear quantized: NVFP4 in both flavours, ModelOpt
 (``weight_scale_2`` multiplies the E4M3 block scales; ``hf_quant_config.json`` beside) and
-compressed-tensors (``weight_global_scale`` divides them). The router and lm_head stay BF16."""
+compressed-tensors (``weight_global_scale`` divides them) (``tiny_nvfp4_moe``), or integer
+codes in any ``tiny_int_llama`` kind (``tiny_int_moe``). The router and lm_head stay BF16."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from .checkpoint import save_checkpoint
+from .tiny_int_llama import QUANT_CONFIGS, int_module
 from .tiny_llama import write_tokenizer
 
 MODELOPT_NVFP4 = {"quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
@@ -86,4 +90,40 @@ def tiny_nvfp4_moe(root: Path, flavour: str, hidden: int = 64, moe: int = 64, ex
                     extra_files=extra, metadata={"format": "pt"})
     if tokenizer:
         write_tokenizer(root)
+    return root
+
+
+def tiny_int_moe(root: Path, kind: str, seed: int = 5) -> Path:
+    """Every attention and expert linear integer-coded as ``kind`` (``tiny_int_llama.KINDS``),
+    per expert, under the names GPTQ / AWQ / compressed-tensors writers give them; one shard."""
+    cfg = qwen3_moe_config()
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    h, hd, moe = cfg["hidden_size"], cfg["head_dim"], cfg["moe_intermediate_size"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    bf16 = lambda *shape: (torch.randn(*shape, generator=gen) * 0.05).bfloat16()  # noqa: E731
+    t = {}
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}"
+        for name, (out, cols) in {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h),
+                                  "o_proj": (h, q)}.items():
+            t.update(int_module(kind, rng, f"{p}.self_attn.{name}", out, cols))
+        t[f"{p}.self_attn.q_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+        t[f"{p}.self_attn.k_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+        t[f"{p}.mlp.gate.weight"] = bf16(cfg["num_experts"], h)
+        for x in range(cfg["num_experts"]):
+            for name, (out, cols) in {"gate_proj": (moe, h), "up_proj": (moe, h),
+                                      "down_proj": (h, moe)}.items():
+                t.update(int_module(kind, rng, f"{p}.mlp.experts.{x}.{name}", out, cols))
+        t[f"{p}.input_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+        t[f"{p}.post_attention_layernorm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["model.embed_tokens.weight"] = bf16(cfg["vocab_size"], h)
+    t["model.norm.weight"] = torch.ones(h, dtype=torch.bfloat16)
+    t["lm_head.weight"] = bf16(cfg["vocab_size"], h)
+    qc = dict(QUANT_CONFIGS[kind])
+    if "ignore" in qc:  # compressed-tensors: the router stays BF16, as llmcompressor leaves it
+        qc["ignore"] = ["lm_head", "re:.*mlp.gate$"]
+    root.mkdir(parents=True)
+    save_checkpoint(root, {"model.safetensors": t}, {**cfg, "quantization_config": qc},
+                    metadata={"format": "pt"})
+    write_tokenizer(root)
     return root
