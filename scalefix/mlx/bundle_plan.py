@@ -542,8 +542,9 @@ def runtime_native(result: Classification, nvfp4_native: bool = True) -> Runtime
     from .lazy_native import supported
     from .module_form import mlx_has_nvfp4_global_scale
     quantized = result.quantized.values()
-    nvfp4 = nvfp4_native and any(qw.codec == "e2m1" and qw.scale_codec == "e4m3" and qw.global_scale is not None
-                for qw in quantized) and mlx_has_nvfp4_global_scale()
+    nvfp4 = nvfp4_native and any(qw.codec == "e2m1" and qw.scale_codec == "e4m3"
+                                 and qw.global_scale is not None for qw in quantized) \
+        and mlx_has_nvfp4_global_scale()
     integer = any(qw.codec == "int" and supported(qw) for qw in quantized)
     if not nvfp4 and not integer:
         return RuntimeNative()
