@@ -289,3 +289,68 @@ def check_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, caps
     crossing = {p["weight"].rsplit(".", 1)[0] for p in report["cross_shard_pairs"]}
     assert scale_moved and scale_moved <= crossing, report["cross_shard_pairs"]
     check_rewrite(src, load_bundle(real_writer(f"{kind}-{REAL[kind][0]}")), tmp_path, capsys)
+
+
+def family_tests(family: str, *parts: str) -> dict:
+    """The shared checks above as one family's pytest fixtures and tests, for its test module
+    to take in: ``globals().update(family_tests("gptq", "formula", "cross", "real"))``.
+
+    ``parts``: ``formula`` (the builder's fixtures: inspect names the scheme, the rewrite is
+    bit-exact), ``cross`` (the builder against the writer-side decoder, peer tier), ``real``
+    (the real writer's checkpoints: its oracle, inspect, the bit-exact rewrite; peer tier),
+    ``cross_shard`` (side tensors in another shard; peer tier). Each part is run on the
+    family's kinds only, under the test names every family file shares."""
+    unknown = set(parts) - {"formula", "cross", "real", "cross_shard"}
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}")
+    found: dict = {}
+    if "formula" in parts:
+        @pytest.fixture(params=kinds(FORMULA, family))
+        def built(request, tmp_path):
+            return FORMULA[request.param](tmp_path / "src" / request.param)
+
+        def test_formula_fixture_inspect_names_the_scheme(built, inspect_json):
+            check_inspect(inspect_json, built.path, built.schemes)
+
+        def test_formula_fixture_rewrite_is_bit_exact(built, tmp_path, capsys):
+            check_rewrite(built.path, built.oracle, tmp_path, capsys)
+        found.update(built=built, test_formula_fixture_inspect_names_the_scheme=(
+            test_formula_fixture_inspect_names_the_scheme),
+            test_formula_fixture_rewrite_is_bit_exact=test_formula_fixture_rewrite_is_bit_exact)
+    if "cross" in parts:
+        @pytest.mark.peers
+        @pytest.mark.parametrize("name", kinds(CROSS, family))
+        def test_builder_matches_the_writers_decoder(name, cross_decoded):
+            check_builder_matches_writers_decoder(name, cross_decoded)
+        found["test_builder_matches_the_writers_decoder"] = \
+            test_builder_matches_the_writers_decoder
+    if "real" in parts:
+        @pytest.fixture(params=kinds(REAL, family))
+        def real(request, real_writer):
+            return real_pair(request.param, real_writer)
+
+        @pytest.mark.peers
+        def test_writer_oracle_is_float32_product_rounded_to_bf16_once(real):
+            check_writer_oracle(real)
+
+        @pytest.mark.peers
+        def test_real_writer_inspect_names_the_scheme(real, inspect_json):
+            check_real_inspect(real, inspect_json)
+
+        @pytest.mark.peers
+        def test_real_writer_rewrite_is_bit_exact_against_its_own_decoder(real, tmp_path,
+                                                                          capsys):
+            check_real_rewrite(real, tmp_path, capsys)
+        found.update(
+            real=real, test_writer_oracle_is_float32_product_rounded_to_bf16_once=(
+                test_writer_oracle_is_float32_product_rounded_to_bf16_once),
+            test_real_writer_inspect_names_the_scheme=test_real_writer_inspect_names_the_scheme,
+            test_real_writer_rewrite_is_bit_exact_against_its_own_decoder=(
+                test_real_writer_rewrite_is_bit_exact_against_its_own_decoder))
+    if "cross_shard" in parts:
+        @pytest.mark.peers
+        @pytest.mark.parametrize("kind", kinds(CROSS_SHARD, family))
+        def test_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys):
+            check_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys)
+        found["test_scale_in_another_shard"] = test_scale_in_another_shard
+    return found

@@ -7,10 +7,7 @@ import pytest
 import torch
 
 from tests.support import int_families as fam
-from tests.support.int_checks import (CROSS, FORMULA, REAL, bits_of,
-                                      check_builder_matches_writers_decoder, check_inspect,
-                                      check_real_inspect, check_real_rewrite, check_rewrite,
-                                      check_writer_oracle, kinds, real_pair)
+from tests.support.int_checks import bits_of, family_tests
 from tests.support.int_families import load_bundle
 from tests.support.int_layouts import decoded, oracle, save
 from tests.support.packing import awq_pack
@@ -59,40 +56,5 @@ def test_awq_builder_matches_mlx_lm_transform(tmp_path):
 
 # ---------------------------------------------------------------- formula builder, real writers
 
-@pytest.fixture(params=kinds(FORMULA, "awq"))
-def built(request, tmp_path):
-    return FORMULA[request.param](tmp_path / "src" / request.param)
-
-
-def test_formula_fixture_inspect_names_the_scheme(built, inspect_json):
-    check_inspect(inspect_json, built.path, built.schemes)
-
-
-def test_formula_fixture_rewrite_is_bit_exact(built, tmp_path, capsys):
-    check_rewrite(built.path, built.oracle, tmp_path, capsys)
-
-
-@pytest.mark.peers
-@pytest.mark.parametrize("name", kinds(CROSS, "awq"))
-def test_builder_matches_the_writers_decoder(name, cross_decoded):
-    check_builder_matches_writers_decoder(name, cross_decoded)
-
-
-@pytest.fixture(params=kinds(REAL, "awq"))
-def real(request, real_writer):
-    return real_pair(request.param, real_writer)
-
-
-@pytest.mark.peers
-def test_writer_oracle_is_float32_product_rounded_to_bf16_once(real):
-    check_writer_oracle(real)
-
-
-@pytest.mark.peers
-def test_real_writer_inspect_names_the_scheme(real, inspect_json):
-    check_real_inspect(real, inspect_json)
-
-
-@pytest.mark.peers
-def test_real_writer_rewrite_is_bit_exact_against_its_own_decoder(real, tmp_path, capsys):
-    check_real_rewrite(real, tmp_path, capsys)
+# the checks every integer / NVFP4 family runs, on this family's kinds (int_checks.family_tests)
+globals().update(family_tests("awq", "formula", "cross", "real"))

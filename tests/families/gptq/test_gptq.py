@@ -12,11 +12,7 @@ import torch
 
 from scalefix.cli import main
 
-from tests.support.int_checks import (CROSS, CROSS_SHARD, FORMULA, REAL,
-                                      check_builder_matches_writers_decoder, check_inspect,
-                                      check_real_inspect, check_real_rewrite, check_rewrite,
-                                      check_scale_in_another_shard, check_writer_oracle, kinds,
-                                      real_pair)
+from tests.support.int_checks import family_tests
 from tests.support.int_layouts import decoded, gptq_tensors, save
 
 
@@ -76,43 +72,8 @@ def test_act_order_gptq_is_bf16(tmp_path, capsys):
 
 # ---------------------------------------------------------------- formula builder, real writers
 
-@pytest.fixture(params=kinds(FORMULA, "gptq"))
-def built(request, tmp_path):
-    return FORMULA[request.param](tmp_path / "src" / request.param)
-
-
-def test_formula_fixture_inspect_names_the_scheme(built, inspect_json):
-    check_inspect(inspect_json, built.path, built.schemes)
-
-
-def test_formula_fixture_rewrite_is_bit_exact(built, tmp_path, capsys):
-    check_rewrite(built.path, built.oracle, tmp_path, capsys)
-
-
-@pytest.mark.peers
-@pytest.mark.parametrize("name", kinds(CROSS, "gptq"))
-def test_builder_matches_the_writers_decoder(name, cross_decoded):
-    check_builder_matches_writers_decoder(name, cross_decoded)
-
-
-@pytest.fixture(params=kinds(REAL, "gptq"))
-def real(request, real_writer):
-    return real_pair(request.param, real_writer)
-
-
-@pytest.mark.peers
-def test_writer_oracle_is_float32_product_rounded_to_bf16_once(real):
-    check_writer_oracle(real)
-
-
-@pytest.mark.peers
-def test_real_writer_inspect_names_the_scheme(real, inspect_json):
-    check_real_inspect(real, inspect_json)
-
-
-@pytest.mark.peers
-def test_real_writer_rewrite_is_bit_exact_against_its_own_decoder(real, tmp_path, capsys):
-    check_real_rewrite(real, tmp_path, capsys)
+# the checks every integer / NVFP4 family runs, on this family's kinds (int_checks.family_tests)
+globals().update(family_tests("gptq", "formula", "cross", "real", "cross_shard"))
 
 
 @pytest.mark.peers
@@ -127,7 +88,3 @@ def test_rewrite_drops_auto_round_quantization_config_json(real_writer, tmp_path
     assert not (tmp_path / "bf16" / "quantization_config.json").exists()
 
 
-@pytest.mark.peers
-@pytest.mark.parametrize("kind", kinds(CROSS_SHARD, "gptq"))
-def test_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys):
-    check_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys)

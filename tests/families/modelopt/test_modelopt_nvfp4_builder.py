@@ -6,21 +6,11 @@ import pytest
 import torch
 
 from tests.support import int_families as fam
-from tests.support.int_checks import FORMULA, bits_of, check_inspect, check_rewrite, cross, kinds
+from tests.support.int_checks import bits_of, cross, family_tests
 from tests.support.int_families import load_bundle
 
-
-@pytest.fixture(params=kinds(FORMULA, "modelopt"))
-def built(request, tmp_path):
-    return FORMULA[request.param](tmp_path / "src" / request.param)
-
-
-def test_formula_fixture_inspect_names_the_scheme(built, inspect_json):
-    check_inspect(inspect_json, built.path, built.schemes)
-
-
-def test_formula_fixture_rewrite_is_bit_exact(built, tmp_path, capsys):
-    check_rewrite(built.path, built.oracle, tmp_path, capsys)
+# the checks every integer / NVFP4 family runs, on this family's kinds (int_checks.family_tests)
+globals().update(family_tests("modelopt", "formula"))
 
 
 def test_modelopt_builder_matches_mlx_nvfp4(tmp_path):

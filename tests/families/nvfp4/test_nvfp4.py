@@ -9,9 +9,7 @@ import torch
 
 from scalefix.cli import main
 
-from tests.support.int_checks import (CROSS_SHARD, REAL, check_real_inspect, check_real_rewrite,
-                                      check_scale_in_another_shard, check_writer_oracle, kinds,
-                                      real_pair)
+from tests.support.int_checks import family_tests
 from tests.support.int_layouts import decoded, save
 
 E2M1 = torch.tensor([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6])
@@ -85,27 +83,5 @@ def test_nvfp4_at_load_time_is_the_rewrite_bit_for_bit(tmp_path, flavour):
 
 # ---------------------------------------------------------------- real writers
 
-@pytest.fixture(params=kinds(REAL, "nvfp4"))
-def real(request, real_writer):
-    return real_pair(request.param, real_writer)
-
-
-@pytest.mark.peers
-def test_writer_oracle_is_float32_product_rounded_to_bf16_once(real):
-    check_writer_oracle(real)
-
-
-@pytest.mark.peers
-def test_real_writer_inspect_names_the_scheme(real, inspect_json):
-    check_real_inspect(real, inspect_json)
-
-
-@pytest.mark.peers
-def test_real_writer_rewrite_is_bit_exact_against_its_own_decoder(real, tmp_path, capsys):
-    check_real_rewrite(real, tmp_path, capsys)
-
-
-@pytest.mark.peers
-@pytest.mark.parametrize("kind", kinds(CROSS_SHARD, "nvfp4"))
-def test_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys):
-    check_scale_in_another_shard(kind, real_writer, inspect_json, tmp_path, capsys)
+# the checks every integer / NVFP4 family runs, on this family's kinds (int_checks.family_tests)
+globals().update(family_tests("nvfp4", "real", "cross_shard"))
