@@ -3,8 +3,9 @@ makes ``rewrite --to mlx`` run at the speed of the disk.
 
 - codes already in MLX's bitstream (compressed-tensors dense packing, MXFP4, FP8 codes) are
   copied in chunks; INT8 flips each byte's top bit (``q + 128``); GPTQ and AWQ, which pack
-  across output rows, are repacked one tensor at a time (``lazy_native.lazy_codes_words`` run
-  on numpy: the same steps the load-time hook runs on MLX arrays);
+  across output rows, are repacked one tensor at a time (the steps of
+  ``lazy_native.lazy_codes_words``, which the load-time hook runs on MLX arrays, written for
+  numpy's speed: a banded transpose, AWQ's nibbles paired while still in words);
 - scales and biases are computed from the small side tensors, once per module
   (``native_forms.affine_side`` / ``mxfp8_scales``), MXFP4's E8M0 and NVFP4's E4M3 bytes
   copied, NVFP4's global scale converted (``native_forms.nvfp4_global_scales``);
@@ -64,6 +65,26 @@ def _nvfp4_global(qw) -> np.ndarray:
 
 
 _LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
+_BAND = 16  # rows a band: 64 output bytes a row stay in one cache line while the band is made
+
+
+def _transposed(words: np.ndarray) -> np.ndarray:
+    """A 2-D array transposed into a new C-order array, a band of ``_BAND`` source rows at a
+    time: numpy's own copy of a transposed view walks the source in the output's order and
+    misses the cache on every element; in bands it runs 1.5-3.5x faster on GPTQ / AWQ shapes
+    (2026-12-04, this 2-core VM: 0.9 ms against 3.2 ms for 256 x 5632 words)."""
+    rows, cols = words.shape
+    out = np.empty((cols, rows), words.dtype)
+    for start in range(0, rows, _BAND):
+        out[:, start:start + _BAND] = words[start:start + _BAND].T
+    return out
+
+
+def _gptq_words(stored: np.ndarray) -> np.ndarray:
+    """GPTQ ``[in*b/32, out]`` words -> MLX's ``[out, in*b/32]`` bitstream: each word holds
+    32/b consecutive inputs of one output, low bits first, so the transpose is all there is
+    (``lazy_codes_words``' GPTQ step, in numpy)."""
+    return _transposed(stored.view(np.uint32))
 
 
 def _awq_words(stored: np.ndarray) -> np.ndarray:
@@ -73,7 +94,7 @@ def _awq_words(stored: np.ndarray) -> np.ndarray:
     word is output ``AWQ_ORDER[2j]``, of the high-nibble word ``AWQ_ORDER[2j+1]``), and each
     byte is put in its output row (about 3x ``lazy_codes_words``' per-phase steps)."""
     cols, blocks = stored.shape
-    words = np.ascontiguousarray(stored.view(np.uint32).T)               # [out/8, in]
+    words = _transposed(stored.view(np.uint32))                         # [out/8, in]
     even, odd = words[:, 0::2], words[:, 1::2]
     low = ((even & _LOW) | ((odd & _LOW) << 4)).view(np.uint8).reshape(blocks, cols // 2, 4)
     high = (((even >> 4) & _LOW) | (odd & _HIGH)).view(np.uint8).reshape(blocks, cols // 2, 4)
@@ -151,7 +172,8 @@ class NativeModules:
         if qw.layout == "int8":
             return list(copy_jobs(qw.weight, _xor_top_bit))
         shape = tuple(qw.weight.shape)                     # GPTQ / AWQ: whole tensor
-        words_of = _awq_words if qw.layout == "awq" else partial(lazy_codes_words, _Numpy, qw)
+        words_of = len(shape) == 2 and {"awq": _awq_words, "gptq": _gptq_words}.get(
+            qw.layout) or partial(lazy_codes_words, _Numpy, qw)
 
         def repack(raw, out):
             np.copyto(out, _as_bytes(words_of(raw.view(np.int32).reshape(shape))))
