@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import ScalefixError
 from .classify import QuantizedWeight
 from .codecs import decode, decode_scale, f32_to_bf16, table, unpack_fp4
-from .int_codes import check_stored_size, codes_all, codes_rows, decode_codes, load_side
+from .int_codes import (check_side, check_stored_size, codes_all, codes_rows, decode_codes,
+                        load_side)
 from .int_weights import IntWeight
 from .schemes import DeclaredWeight
 from .tensor_data import read_raw, read_raw_many
@@ -212,7 +213,9 @@ def validate(qw: QuantizedWeight | IntWeight) -> None:
     """Before writing anything: the stored size fits the shape, every side tensor decodes."""
     if isinstance(qw, IntWeight):
         check_stored_size(qw)
-    elif isinstance(qw, DeclaredWeight):
+        check_side(qw)
+        return
+    if isinstance(qw, DeclaredWeight):
         check = getattr(qw.family, "validate", None)
         if check is not None:
             check(qw)

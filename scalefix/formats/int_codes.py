@@ -95,6 +95,16 @@ def load_side(w: IntWeight) -> IntSide:
     return IntSide(scale, zero, col_group)
 
 
+def check_side(w: IntWeight) -> None:
+    """What ``load_side`` can refuse, without building the side: the scale decodes to finite
+    values and ``g_idx`` stays within the scale's groups. The zero points' shapes were checked
+    when the weight was classified, and every bit pattern of a packed zero point is a code,
+    so they are not unpacked here: this runs on every weight before anything is written."""
+    decode_scale(read_raw(w.scale), w.scale_codec, file=w.scale.file, tensor=w.scale.name)
+    if w.g_idx is not None:
+        validate_g_idx(w, _ints(w.g_idx))
+
+
 def codes_rows(w: IntWeight, raw_rows: np.ndarray) -> np.ndarray:
     """Stored rows of a row-major layout -> codes [n, in] (int8 signed for ``int8``)."""
     cols = w.shape[-1]
