@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import ScalefixError
 from ..formats import classify, open_bundle
 from ..formats.bundle import INDEX_SUFFIX
+from ..formats.tensor_data import prefetch
 from ..interrupts import Interrupted
 from ..locate import cached_repo_name
 from . import space
@@ -126,6 +127,9 @@ def rewrite(src: str | os.PathLike, options: Options, note=None) -> Summary:
         raise ScalefixError("is in a shard but missing from the index: fix the index first",
                             file=bundle.index_path, tensor=bundle.unindexed[0])
     result = classify(bundle)
+    # the side tensors are read one by one by validation and the workers: asked for now,
+    # they arrive while the plan is made, in one queue instead of a round trip each
+    prefetch(side for qw in result.quantized.values() for side in qw.side_tensors)
     if options.target is not None:
         if single_file and not options.target.single_file_ok:
             raise ScalefixError(options.target.single_file_refusal(), file=src)
