@@ -68,27 +68,30 @@ _LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
 _BAND = 16  # rows a band: 64 output bytes a row stay in one cache line while the band is made
 
 
-def _transposed(words: np.ndarray) -> np.ndarray:
-    """A 2-D array transposed into a new C-order array, a band of ``_BAND`` source rows at a
-    time: numpy's own copy of a transposed view walks the source in the output's order and
-    misses the cache on every element; in bands it runs 1.5-3.5x faster on GPTQ / AWQ shapes
-    (2026-12-04, this 2-core VM: 0.9 ms against 3.2 ms for 256 x 5632 words)."""
+def _transposed(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A 2-D array transposed into ``out`` (a new C-order array when None), a band of
+    ``_BAND`` source rows at a time: numpy's own copy of a transposed view walks the source in
+    the output's order and misses the cache on every element; in bands it runs 1.5-3.5x
+    faster on GPTQ / AWQ shapes (2026-12-04, this 2-core VM: 0.9 ms against 3.2 ms for
+    256 x 5632 words)."""
     rows, cols = words.shape
-    out = np.empty((cols, rows), words.dtype)
+    out = np.empty((cols, rows), words.dtype) if out is None else out
     for start in range(0, rows, _BAND):
         out[:, start:start + _BAND] = words[start:start + _BAND].T
     return out
 
 
-def _gptq_words(stored: np.ndarray) -> np.ndarray:
-    """GPTQ ``[in*b/32, out]`` words -> MLX's ``[out, in*b/32]`` bitstream: each word holds
-    32/b consecutive inputs of one output, low bits first, so the transpose is all there is
-    (``lazy_codes_words``' GPTQ step, in numpy)."""
-    return _transposed(stored.view(np.uint32))
+def _gptq_words(stored: np.ndarray, dest: np.ndarray) -> None:
+    """GPTQ ``[in*b/32, out]`` words -> MLX's ``[out, in*b/32]`` bitstream, written into the
+    bytes ``dest``: each word holds 32/b consecutive inputs of one output, low bits first, so
+    the transpose is all there is (``lazy_codes_words``' GPTQ step, in numpy)."""
+    rows, cols = stored.shape
+    _transposed(stored.view(np.uint32), dest.view(np.uint32).reshape(cols, rows))
 
 
-def _awq_words(stored: np.ndarray) -> np.ndarray:
-    """AWQ GEMM ``[in, out/8]`` words -> MLX's ``[out, in/8]`` bitstream, in numpy: the words
+def _awq_words(stored: np.ndarray, dest: np.ndarray) -> None:
+    """AWQ GEMM ``[in, out/8]`` words -> MLX's ``[out, in/8]`` bitstream, written into the
+    bytes ``dest``, in numpy: the words
     are transposed first (4-byte elements: cheap), then inputs 2i and 2i+1 are paired into
     one byte per output while still packed, 4 outputs per word (byte j of the low-nibble
     word is output ``AWQ_ORDER[2j]``, of the high-nibble word ``AWQ_ORDER[2j+1]``), and each
@@ -98,10 +101,9 @@ def _awq_words(stored: np.ndarray) -> np.ndarray:
     even, odd = words[:, 0::2], words[:, 1::2]
     low = ((even & _LOW) | ((odd & _LOW) << 4)).view(np.uint8).reshape(blocks, cols // 2, 4)
     high = (((even >> 4) & _LOW) | (odd & _HIGH)).view(np.uint8).reshape(blocks, cols // 2, 4)
-    out = np.empty((blocks, 8, cols // 2), np.uint8)                    # [out, in/2]
+    out = dest.reshape(blocks, 8, cols // 2)                            # [out, in/2]
     out[:, AWQ_ORDER[0::2], :] = low.transpose(0, 2, 1)
     out[:, AWQ_ORDER[1::2], :] = high.transpose(0, 2, 1)
-    return out.reshape(blocks * 8, cols // 2).view("<u4")
 
 
 class _Once:
@@ -172,11 +174,15 @@ class NativeModules:
         if qw.layout == "int8":
             return list(copy_jobs(qw.weight, _xor_top_bit))
         shape = tuple(qw.weight.shape)                     # GPTQ / AWQ: whole tensor
-        words_of = len(shape) == 2 and {"awq": _awq_words, "gptq": _gptq_words}.get(
-            qw.layout) or partial(lazy_codes_words, _Numpy, qw)
+        into = len(shape) == 2 and {"awq": _awq_words, "gptq": _gptq_words}.get(qw.layout)
+        words_of = partial(lazy_codes_words, _Numpy, qw)
 
         def repack(raw, out):
-            np.copyto(out, _as_bytes(words_of(raw.view(np.int32).reshape(shape))))
+            stored = raw.view(np.int32).reshape(shape)
+            if into:  # straight into the output buffer
+                into(stored, out)
+            else:
+                np.copyto(out, _as_bytes(words_of(stored)))
         return [Job(qw.weight.file, qw.weight.offset, qw.weight.nbytes, out_len, repack)]
 
     @staticmethod
