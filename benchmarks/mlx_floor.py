@@ -11,7 +11,7 @@ times each: the I/O floor (``io_floor.py``: every input byte read, as many bytes
 the output holds; buffered and O_DIRECT, the faster median counts) and
 ``python -m scalefix rewrite SRC --to mlx`` in a fresh process (``run.measure``: wall time,
 peak RSS of the process tree). Page cache dropped before each step when root. Reports the
-medians, ratio = scalefix / floor, and the load average seen. Results:
+medians (with their spread), ratio = scalefix / floor, and the load average seen. Results:
 ``mlx-floor-latest.json`` in the workdir. Sources are cached under the workdir (``src/``).
 """
 
@@ -84,13 +84,11 @@ def run_case(name: str, workdir: Path, repeat: int, drop: bool) -> dict:
     first = timed(scalefix, logs / "first.log", drop)
     out_bytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     runs: dict[str, list] = {"floor": [], "floor_direct": [], "scalefix": []}
+    floor_cmd = [sys.executable, str(BENCH / "io_floor.py"), str(src), str(workdir / "floor"),
+                 str(out_bytes)]
     for i in range(repeat):
-        for label, cmd in (
-                ("floor", [sys.executable, str(BENCH / "io_floor.py"), str(src),
-                           str(workdir / "floor"), str(out_bytes)]),
-                ("floor_direct", [sys.executable, str(BENCH / "io_floor.py"), str(src),
-                                  str(workdir / "floor"), str(out_bytes), "--direct"]),
-                ("scalefix", scalefix)):
+        for label, cmd in (("floor", floor_cmd), ("floor_direct", floor_cmd + ["--direct"]),
+                           ("scalefix", scalefix)):
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(workdir / "floor", ignore_errors=True)
             runs[label].append(timed(cmd, logs / f"{label}-{i}.log", drop))
@@ -110,15 +108,24 @@ def run_case(name: str, workdir: Path, repeat: int, drop: bool) -> dict:
 
 def table(results: dict) -> str:
     """The markdown table of a run: one row per case, the faster floor's median counts."""
+    repeat = len(results["cases"][0]["runs"]["scalefix"]) if results["cases"] else 0
     lines = [f"{results['machine']['cpus']} cores, load average "
-             f"{results['machine']['loadavg_before'][0]:.1f} at the start; medians of the "
-             "repetitions, page cache dropped before every step when root.", "",
+             f"{results['machine']['loadavg_before'][0]:.1f} at the start; medians of "
+             f"{repeat} repetitions (min-max in brackets), the three steps alternating, page "
+             "cache dropped before every step when root. ratio: `--to mlx` over the faster "
+             "floor.", "",
              "| case | in GB | out GB | floor s (buffered) | floor s (O_DIRECT) | `--to mlx` s "
              "| ratio | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(r, key, label):
+        walls = [x["wall_s"] for x in r["runs"][label]]
+        return f"{r[key]:.2f} [{min(walls):.2f}-{max(walls):.2f}]"
     for r in results["cases"]:
         lines.append(f"| {r['case']} | {r['in_bytes'] / 1e9:.2f} | {r['out_bytes'] / 1e9:.2f} "
-                     f"| {r['floor_s']:.2f} | {r['floor_direct_s']:.2f} | {r['scalefix_s']:.2f} "
-                     f"| {r['ratio']:.2f}x | {r['peak_rss_mb']} |")
+                     f"| {cell(r, 'floor_s', 'floor')} "
+                     f"| {cell(r, 'floor_direct_s', 'floor_direct')} "
+                     f"| {cell(r, 'scalefix_s', 'scalefix')} "
+                     f"| {r['ratio']:.2f}x | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -140,7 +147,7 @@ def main(argv=None) -> int:
         results["cases"].append(r)
         print(f"{name}: {r['in_bytes'] / 1e9:.2f} GB -> {r['out_bytes'] / 1e9:.2f} GB  "
               f"floor {min(r['floor_s'], r['floor_direct_s']):.2f} s  scalefix "
-              f"{r['scalefix_s']:.2f} s  ratio {r['ratio']:.2f}  peak {r['peak_rss_mb']} MB  "
+              f"{r['scalefix_s']:.2f} s  ratio {r['ratio']:.2f}  peak {r['peak_rss_mb']:.0f} MB  "
               f"load {r['loadavg_after'][0]:.2f}", flush=True)
         (a.workdir / "mlx-floor-latest.json").write_text(json.dumps(results, indent=1))
     if a.write_docs:
