@@ -17,7 +17,7 @@ For each family of make_formats.py (one Llama-layout checkpoint each, the same r
 * ``--requantize 4``: ``scalefix rewrite SRC --to mlx --requantize 4 --group-size 64``, only for
   the families whose native output has BF16 modules (where it differs from ``native``).
 
-Measured per output, each step a fresh process (``run.measure``: wall, peak RSS of the process
+Measured per output, each step a fresh process (``measure.measure``: wall, peak RSS of the process
 tree; page cache dropped before each step when root): size on disk (``*.safetensors``),
 conversion wall time and peak RSS, ``mlx_lm.utils.load_model`` + one forward of 8 tokens
 (``formats_child.py load``; its own load / forward times), and the weight SQNR of every decoder
@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from benchmarks import make_formats, report
-from benchmarks import run  # (measure, drop_caches, dir_bytes, safetensors reader, digest)
+from benchmarks import measure, tensor_hashes
 from benchmarks import runtime_memory  # (snapshot_worktree, child_env, versions)
 
 BENCH = Path(__file__).resolve().parent
@@ -70,12 +70,12 @@ def ensure_source(workdir: Path, family: str, args) -> tuple[Path, dict]:
 
 
 def step(label: str, cmd: list[str], logdir: Path, args, env: dict) -> dict:
-    cache = "cold" if args.drop and run.drop_caches() else "warm"
+    cache = "cold" if args.drop and measure.drop_caches() else "warm"
     print(f"[fmt] {label} ({cache})", file=sys.stderr, flush=True)
-    m = run.measure(cmd, logdir / f"{label}.log", args.timeout, env=env)
+    m = measure.measure(cmd, logdir / f"{label}.log", args.timeout, env=env)
     m["cache"] = cache
     m["status"] = "ok" if m["rc"] == 0 and not m["timed_out"] else \
-        "timeout" if m["timed_out"] else f"failed: {run.error_tail(logdir / f'{label}.log')}"
+        "timeout" if m["timed_out"] else f"failed: {measure.error_tail(logdir / f'{label}.log')}"
     return m
 
 
@@ -92,9 +92,9 @@ def child(mode: str, label: str, paths: list[Path], logdir: Path, args, env: dic
 def check_bf16(bf16: Path, info: dict) -> dict:
     """Every decoder linear of the BF16 rewrite against make_formats' own exact decode."""
     want, same, differ = info["decode_digests"], 0, []
-    for name, dtype, shape, data in run.iter_tensors(bf16):
+    for name, dtype, shape, data in tensor_hashes.iter_tensors(bf16):
         if name in want:
-            if run.digest(dtype, shape, data) == want[name]:
+            if tensor_hashes.digest(dtype, shape, data) == want[name]:
                 same += 1
             else:
                 differ.append(name)
@@ -138,7 +138,7 @@ def run_family(family: str, args, workdir: Path, env: dict) -> dict:
         if name not in o or o[name]["convert"]["status"] != "ok":
             continue
         d = dirs[name]
-        o[name]["bytes"] = run.dir_bytes(d)
+        o[name]["bytes"] = measure.dir_bytes(d)
         o[name]["load"] = child("load", f"{name.strip('-').replace(' ', '-')}.load", [d], logdir, args, env)
         if name != "bf16":
             o[name]["sqnr"] = child("sqnr", f"{name.strip('-').replace(' ', '-')}.sqnr",
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     if args.render:
         print(tables(json.loads(args.render.read_text())))
         return 0
-    args.drop = run.can_drop_caches() and not args.no_drop_caches
+    args.drop = measure.can_drop_caches() and not args.no_drop_caches
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     tree, tree_digest = runtime_memory.snapshot_worktree(workdir)

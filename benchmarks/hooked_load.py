@@ -7,7 +7,7 @@ Cases: ``mlx_floor.CASES`` names (default ``ct-w4a16-1.3``, the issue-18 compres
 W4A16 Llama, 32 layers, codes in 2 shards; ``gptq-1.0`` and ``awq-1.0`` are the twins).
 Sources come from ``mlx_floor.source`` (cached in its workdir). Per case: the bundle is made
 once with ``python -m scalefix rewrite SRC --to mlx``; then, ``--repeat`` times, alternating,
-each in a fresh process measured by ``run.measure`` (wall, peak RSS of the process tree),
+each in a fresh process measured by ``measure.measure`` (wall, peak RSS of the process tree),
 page cache dropped before each when root:
 
 * plain: ``mlx_lm.load(BUNDLE)`` + one forward of 8 tokens;
@@ -83,16 +83,16 @@ def child(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- driver
 
 def run_case(name: str, workdir: Path, srcdir: Path, repeat: int, drop: bool) -> dict:
-    from benchmarks import mlx_floor, run
+    from benchmarks import measure, mlx_floor
     family, layers, vocab, per_shard, extra = mlx_floor.CASES[name]
     src = mlx_floor.source(srcdir, family, layers, vocab, per_shard)
     bundle, logs = workdir / "bundle" / name, workdir / "logs" / name
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.parent.mkdir(parents=True, exist_ok=True)
-    mk = run.measure([sys.executable, "-m", "scalefix", "rewrite", str(src), "--to", "mlx", *extra,
+    mk = measure.measure([sys.executable, "-m", "scalefix", "rewrite", str(src), "--to", "mlx", *extra,
                       "--quiet", "--out", str(bundle)], logs / "rewrite.log", 1800)
     if mk["rc"] != 0:
-        raise SystemExit(f"rewrite failed:\n{run.error_tail(logs / 'rewrite.log')}")
+        raise SystemExit(f"rewrite failed:\n{measure.error_tail(logs / 'rewrite.log')}")
     for f in src.iterdir():  # the tokenizer files, when the rewrite leaves them out
         if f.is_file() and f.name.startswith(("tokenizer", "special_tokens")) \
                 and not (bundle / f.name).exists():
@@ -106,10 +106,10 @@ def run_case(name: str, workdir: Path, srcdir: Path, repeat: int, drop: bool) ->
             cmd = [sys.executable, str(Path(__file__)), "child",
                    str(bundle if label == "plain" else src), "--report", str(rj),
                    "--logits", str(lg)] + (["--scalefix"] if label == "hooked" else [])
-            cold = drop and run.drop_caches()
-            m = run.measure(cmd, logs / f"{label}-{i}.log", 1800)
+            cold = drop and measure.drop_caches()
+            m = measure.measure(cmd, logs / f"{label}-{i}.log", 1800)
             if m["rc"] != 0:
-                raise SystemExit(f"{label} failed:\n{run.error_tail(logs / f'{label}-{i}.log', 20)}")
+                raise SystemExit(f"{label} failed:\n{measure.error_tail(logs / f'{label}-{i}.log', 20)}")
             rep = json.loads(rj.read_text())
             if rep["scalefix_imported"] != (label == "hooked"):
                 raise SystemExit(f"{label}: scalefix imported = {rep['scalefix_imported']}")
@@ -128,8 +128,8 @@ def run_case(name: str, workdir: Path, srcdir: Path, repeat: int, drop: bool) ->
     med = {k: {f: statistics.median(r[f] for r in v) for f in
                ("wall_s", "peak_rss_mb", "load_forward_s", "load_s", "import_s")}
            for k, v in runs.items()}
-    r = {"case": name, "src": str(src), "in_bytes": run.dir_bytes(src),
-         "bundle_bytes": run.dir_bytes(bundle), "rewrite_s": round(mk["wall_s"], 2),
+    r = {"case": name, "src": str(src), "in_bytes": measure.dir_bytes(src),
+         "bundle_bytes": measure.dir_bytes(bundle), "rewrite_s": round(mk["wall_s"], 2),
          "n_quantized": len(p["quantized"]),
          "modules_equal": p["quantized"] == h["quantized"]
          and p["non_quantized_linear"] == h["non_quantized_linear"],
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         return child(argv[1:])
-    from benchmarks import mlx_floor, report, run
+    from benchmarks import measure, mlx_floor, report
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--case", action="append", choices=list(mlx_floor.CASES))
     ap.add_argument("--repeat", type=int, default=3)
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     report.add_argument(ap)
     a = ap.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
-    drop = not a.no_drop and run.can_drop_caches()
+    drop = not a.no_drop and measure.can_drop_caches()
     res = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "repeat": a.repeat, "cold": drop,
            "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}, "cases": []}
     for name in a.case or ["ct-w4a16-1.3"]:

@@ -9,7 +9,7 @@ W4A16, 32 layers, codes in 2 shards, about 1.3 GB), and the FP8-with-float-scale
 with ``--requantize 4`` (the ``mx.quantize`` path). Per case, alternating, ``--repeat``
 times each: the I/O floor (``io_floor.py``: every input byte read, as many bytes written as
 the output holds; buffered and O_DIRECT, the faster median counts) and
-``python -m scalefix rewrite SRC --to mlx`` in a fresh process (``run.measure``: wall time,
+``python -m scalefix rewrite SRC --to mlx`` in a fresh process (``measure.measure``: wall time,
 peak RSS of the process tree). Page cache dropped before each step when root. Reports the
 medians (with their spread), ratio = scalefix / floor, and the load average seen. Results:
 ``mlx-floor-latest.json`` in the workdir. Sources are cached under the workdir (``src/``).
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks import make_formats, report
-from benchmarks import run  # (measure, drop_caches, dir_bytes)
+from benchmarks import measure
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -65,10 +65,10 @@ def source(workdir: Path, family: str, layers: int, vocab: int, per_shard: int) 
 
 
 def timed(cmd: list[str], log: Path, drop: bool) -> dict:
-    cold = drop and run.drop_caches()
-    m = run.measure(cmd, log, 1800)
+    cold = drop and measure.drop_caches()
+    m = measure.measure(cmd, log, 1800)
     if m["rc"] != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{run.error_tail(log)}")
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{measure.error_tail(log)}")
     return {"wall_s": m["wall_s"], "peak_rss_mb": m.get("peak_rss_mb"), "cold": cold}
 
 
@@ -96,7 +96,7 @@ def run_case(name: str, workdir: Path, repeat: int, drop: bool) -> dict:
     shutil.rmtree(workdir / "floor", ignore_errors=True)
     med = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
     floor = min(med["floor"], med["floor_direct"])
-    in_bytes = run.dir_bytes(src)
+    in_bytes = measure.dir_bytes(src)
     return {"case": name, "family": family, "args": extra, "in_bytes": in_bytes,
             "out_bytes": out_bytes, "floor_s": round(med["floor"], 2),
             "floor_direct_s": round(med["floor_direct"], 2),

@@ -15,23 +15,20 @@ Needs only the standard library and numpy (for the numpy reference).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 from benchmarks import make_dsv3_fp8
 from benchmarks import peers
 from benchmarks import report
+from benchmarks.tensor_hashes import output_hashes, read_header, reference_hashes
+from benchmarks.measure import can_drop_caches, dir_bytes, drop_caches, error_tail, measure
 
 BENCH = Path(__file__).resolve().parent
 
@@ -52,235 +49,6 @@ if len(sys.argv) > 3 and sys.argv[3] == "contig":
 convert_checkpoint(sys.argv[1], sys.argv[2],
                    converter=FP8BlockDequantizer(ignore=["lm_head"], targets=targets), device="cpu")
 """
-
-
-# --------------------------------------------------------------------------- safetensors helpers
-
-def read_header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        h = json.loads(f.read(n))
-    h.pop("__metadata__", None)
-    return h, 8 + n
-
-
-def iter_tensors(d: Path):
-    """Yield (name, dtype, shape, bytes) for every tensor in every *.safetensors of d."""
-    for p in sorted(d.glob("*.safetensors")):
-        h, base = read_header(p)
-        with open(p, "rb") as f:
-            for name, m in sorted(h.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-                a, b = m["data_offsets"]
-                f.seek(base + a)
-                yield name, m["dtype"], m["shape"], f.read(b - a)
-
-
-def digest(dtype: str, shape, data: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{dtype}{list(shape)}".encode())
-    h.update(data)
-    return h.hexdigest()
-
-
-def output_hashes(d: Path, cfg: dict) -> dict[str, str]:
-    """Per-tensor digests in DeepSeek-V3 naming. mlx-lm splits each
-    ``kv_b_proj`` into ``embed_q`` [H, kv_lora, nope] (transposed) and
-    ``unembed_out`` [H, v, kv_lora]; they are put back together here."""
-    out: dict[str, str] = {}
-    pending: dict[str, dict] = {}
-    for name, dtype, shape, data in iter_tensors(d):
-        if name.endswith((".embed_q.weight", ".unembed_out.weight")):
-            prefix, kind = name.rsplit(".", 2)[0], name.rsplit(".", 2)[1]
-            pending.setdefault(prefix, {})[kind] = (dtype, shape, data)
-            continue
-        out[name] = digest(dtype, shape, data)
-    for prefix, parts in pending.items():
-        (dq, sq, bq), (dv, sv, bv) = parts["embed_q"], parts["unembed_out"]
-        assert dq == dv and dq in ("BF16", "F16"), (prefix, dq, dv)
-        wk = np.frombuffer(bq, np.uint16).reshape(sq).swapaxes(-1, -2)  # [H, nope, kv_lora]
-        wv = np.frombuffer(bv, np.uint16).reshape(sv)  # [H, v, kv_lora]
-        kv = np.concatenate([wk, wv], axis=1)
-        kv = np.ascontiguousarray(kv.reshape(-1, kv.shape[-1]))
-        out[prefix + ".kv_b_proj.weight"] = digest(dq, kv.shape, kv.tobytes())
-    return out
-
-
-def e4m3_lut() -> np.ndarray:
-    lut = np.zeros(256, np.float32)
-    for c in range(256):
-        s, e, m = c >> 7, (c >> 3) & 0xF, c & 7
-        if e == 15 and m == 7:
-            v = np.nan
-        elif e == 0:
-            v = m / 8 * 2.0 ** -6
-        else:
-            v = (1 + m / 8) * 2.0 ** (e - 7)
-        lut[c] = -v if s else v
-    return lut
-
-
-def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """Round-to-nearest-even float32 -> bfloat16 bit pattern (no NaNs expected)."""
-    u = x.view(np.uint32)
-    return ((u + (((u >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
-
-
-def reference_hashes(src: Path) -> dict[str, str]:
-    """Independent numpy oracle: bf16_rne(float32(e4m3(q)) * scale[i//bo, j//bi]),
-    (bo, bi) = config's weight_block_size (never inferred from shapes: 576 rows / 5 != 128)."""
-    cfg = json.loads((src / "config.json").read_text())
-    bo, bi = cfg["quantization_config"]["weight_block_size"]
-    index = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
-    lut = e4m3_lut()
-    headers = {f: read_header(src / f) for f in set(index.values())}
-
-    def load(name):
-        h, base = headers[index[name]]
-        m = h[name]
-        a, b = m["data_offsets"]
-        with open(src / index[name], "rb") as f:
-            f.seek(base + a)
-            return m["dtype"], m["shape"], f.read(b - a)
-
-    out = {}
-    for name in index:
-        if name.endswith("_scale_inv"):
-            continue
-        dtype, shape, data = load(name)
-        sname = name + "_scale_inv"
-        if dtype == "F8_E4M3" and sname in index:
-            sd, ss, sb = load(sname)
-            assert sd == "F32"
-            q = np.frombuffer(data, np.uint8).reshape(shape)
-            s = np.frombuffer(sb, np.float32).reshape(ss)
-            assert ss == [math.ceil(shape[0] / bo), math.ceil(shape[1] / bi)], (name, shape, ss)
-            w = lut[q]
-            w *= np.repeat(np.repeat(s, bo, 0), bi, 1)[: shape[0], : shape[1]]
-            out[name] = digest("BF16", shape, f32_to_bf16_bits(w).tobytes())
-        else:
-            out[name] = digest(dtype, shape, data)
-    return out
-
-
-# --------------------------------------------------------------------------- measurement
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-            ppid = int(s[s.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class TreeRSS(threading.Thread):
-    """Poll the summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        super().__init__(daemon=True)
-        self.pid, self.interval, self.peak_kb = pid, interval, 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            kids = _children_map()
-            todo, total = [self.pid], 0
-            while todo:
-                p = todo.pop()
-                total += _rss_kb(p)
-                todo += kids.get(p, [])
-            self.peak_kb = max(self.peak_kb, total)
-            self.stop.wait(self.interval)
-
-
-def can_drop_caches() -> bool:
-    return os.geteuid() == 0 and os.access("/proc/sys/vm/drop_caches", os.W_OK)
-
-
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def dir_bytes(d: Path, pattern: str = "*.safetensors") -> int:
-    return sum(p.stat().st_size for p in d.rglob(pattern) if p.is_file())
-
-
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-
-
-def measure(cmd: list[str], log: Path, timeout: float, env=None) -> dict:
-    """Run cmd, return wall time, CPU time and peak RSS.
-
-    Peak RSS: the maximum of (a) ``/usr/bin/time -f %M`` (max RSS of the largest
-    single process, from its own rusage) when GNU time exists and (b) the summed
-    VmRSS of the whole process tree polled every 50 ms. The harness's own
-    ``wait4`` rusage is not used for RSS: a child forked from the harness
-    inherits the harness's high-water mark across exec."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    tfile = log.with_suffix(".maxrss")
-    full = ([GNU_TIME, "-f", "%M %e %U %S", "-o", str(tfile)] + cmd) if GNU_TIME else cmd
-    with open(log, "wb") as lf:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=lf, stderr=subprocess.STDOUT, env=env,
-                                cwd=str(BENCH.parent))
-        mon = TreeRSS(proc.pid)
-        mon.start()
-        timed_out = False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-                timed_out = True
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        mon.stop.set()
-        mon.join()
-    single_kb = None
-    if GNU_TIME and tfile.exists():
-        try:
-            single_kb = int(tfile.read_text().split()[-4])
-        except (ValueError, IndexError):
-            pass
-    t1 = time.perf_counter()
-    os.sync()
-    sync_s = time.perf_counter() - t1
-    return {
-        "cmd": " ".join(shlex.quote(c) for c in cmd),
-        "rc": proc.returncode, "timed_out": timed_out,
-        "wall_s": wall, "sync_s": sync_s,
-        "cpu_s": ru.ru_utime + ru.ru_stime,
-        "peak_rss_mb": max(single_kb or 0, mon.peak_kb) / 1024,
-        "maxrss_single_mb": None if single_kb is None else single_kb / 1024,
-        "tree_rss_polled_mb": mon.peak_kb / 1024,
-    }
 
 
 # --------------------------------------------------------------------------- contenders
@@ -316,14 +84,6 @@ def build_command(name: str, src: Path, dst: Path, args, info: dict) -> list[str
             fields["torch_python"] = str(peers.ensure("torch"))
         return [part.format(**fields) for part in shlex.split(tmpl)]
     raise ValueError(name)
-
-
-def error_tail(log: Path, n: int = 6) -> str:
-    try:
-        lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
 
 
 # --------------------------------------------------------------------------- driver

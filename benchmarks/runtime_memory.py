@@ -5,14 +5,14 @@
 
 A shim installed in every interpreter must never make a working load worse (issue 10).
 Every contender is a fresh ``mlx_lm_child.py`` process (same interpreter, same mlx /
-mlx-lm; the only difference is ``import scalefix.auto``), measured by ``run.measure``
+mlx-lm; the only difference is ``import scalefix.auto``), measured by ``measure.measure``
 (wall, CPU, peak RSS from ``/usr/bin/time`` and a process-tree poll), with the page cache
 dropped before each one when running as root:
 
 * Llama layout, at each ``--llama-size-gb``: mlx-lm's 4-bit conversion of the FP8
   checkpoint under scalefix vs plain mlx-lm converting its exact BF16 twin (plain mlx-lm
   refuses the FP8 one). The twin is ``scalefix rewrite`` of the FP8 checkpoint, checked
-  tensor by tensor against run.py's numpy oracle before use. The two 4-bit outputs are
+  tensor by tensor against tensor_hashes.py's numpy oracle before use. The two 4-bit outputs are
   compared tensor by tensor (blake2b of dtype, shape, bytes).
 * DeepSeek-V3 layout (dense, make_dsv3_fp8.py): the same conversion, plain mlx-lm (its
   ``deepseek_v3`` sanitize dequantizes ``weight_scale_inv`` lazily) vs under scalefix, on
@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 
 from benchmarks import make_llama_fp8, report
-from benchmarks import run  # (measure, drop_caches, oracle, safetensors readers, DSV3 checkpoint cache)
+from benchmarks import measure, tensor_hashes
+from benchmarks import run  # (the DeepSeek-V3 FP8 checkpoint cache)
 
 BENCH = Path(__file__).resolve().parent
 
@@ -53,7 +54,8 @@ BARS = {"peak": 1.2, "load": 1.1}
 
 def tensor_digests(d: Path) -> dict[str, str]:
     """{name: blake2b(dtype, shape, bytes)} of every tensor in d's *.safetensors."""
-    return {name: run.digest(dtype, shape, data) for name, dtype, shape, data in run.iter_tensors(d)}
+    return {name: tensor_hashes.digest(dtype, shape, data)
+            for name, dtype, shape, data in tensor_hashes.iter_tensors(d)}
 
 
 def compare(a: dict[str, str], b: dict[str, str]) -> dict:
@@ -86,11 +88,11 @@ def ensure_llama(workdir: Path, size_gb: float, seed: int, python: str) -> tuple
         raise SystemExit(f"[rt] making the BF16 twin failed (rc {r.returncode}):\n{r.stderr[-2000:]}")
     info["twin_s"] = round(time.time() - t, 1)
     t = time.time()
-    check = compare(run.reference_hashes(fp8), tensor_digests(twin))
+    check = compare(tensor_hashes.reference_hashes(fp8), tensor_digests(twin))
     info["twin_check_s"] = round(time.time() - t, 1)
     if not check["identical"]:
         raise SystemExit(f"[rt] {twin} is not the exact decode of {fp8} (numpy oracle): {check}")
-    info.update(twin_vs_oracle=check, twin_bytes=run.dir_bytes(twin), gen_version=GEN_VERSION)
+    info.update(twin_vs_oracle=check, twin_bytes=measure.dir_bytes(twin), gen_version=GEN_VERSION)
     marker.write_text(json.dumps(info, indent=1))
     return fp8, twin, info
 
@@ -154,13 +156,13 @@ def run_child(label: str, mode: str, src: Path, args, logdir: Path, who: dict, *
     cmd += ["--logits", str(logits)] if logits else []
     if dst is not None and dst.exists():
         shutil.rmtree(dst)
-    cache = "cold (dropped)" if args.drop and run.drop_caches() else "warm (not dropped)"
+    cache = "cold (dropped)" if args.drop and measure.drop_caches() else "warm (not dropped)"
     print(f"[rt] {label}: {cache}", file=sys.stderr, flush=True)
-    m = run.measure(cmd, logdir / f"{label}.log", args.timeout, env=child_env(who["path"]))
+    m = measure.measure(cmd, logdir / f"{label}.log", args.timeout, env=child_env(who["path"]))
     m.update(label=label, contender=who["name"], cache=cache, src=str(src),
              pythonpath=None if who["path"] is None else str(who["path"]))
     if m["rc"] != 0 or m["timed_out"] or not report.exists():
-        m.update(status="failed", error=run.error_tail(logdir / f"{label}.log"))
+        m.update(status="failed", error=measure.error_tail(logdir / f"{label}.log"))
         print(f"[rt] {label}: FAILED rc={m['rc']}\n{m['error']}", file=sys.stderr, flush=True)
         return m
     rep = json.loads(report.read_text())
@@ -176,7 +178,7 @@ def run_child(label: str, mode: str, src: Path, args, logdir: Path, who: dict, *
     else:
         m["status"] = "ok"
     if dst is not None and dst.exists():
-        m["out_bytes"] = run.dir_bytes(dst)
+        m["out_bytes"] = measure.dir_bytes(dst)
     print(f"[rt] {label}: {m['status']}: wall {m['wall_s']:.1f} s, load {m['load_s']:.2f} s, "
           f"peak RSS {m['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     return m
@@ -384,7 +386,7 @@ def main(argv=None) -> int:
     if args.render:
         print(tables(json.loads(args.render.read_text())))
         return 0
-    args.drop = run.can_drop_caches() and not args.no_drop_caches
+    args.drop = measure.can_drop_caches() and not args.no_drop_caches
     sizes = args.llama_size_gb or [1.4, 2.8]
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
