@@ -2,6 +2,7 @@
 docs/benchmarks.md; every other byte stays; a missing marker is an error."""
 
 import datetime
+import re
 
 import pytest
 
@@ -45,8 +46,26 @@ def test_a_missing_or_repeated_marker_is_an_error(tmp_path):
     assert doc.read_bytes() == DOC.encode()
 
 
+def _writers() -> set[str]:
+    """The block names the scripts pass to ``report.write_figures``, read from their source."""
+    found = set()
+    for script in sorted(report.DOC.parent.parent.joinpath("benchmarks").glob("*.py")):
+        found |= set(re.findall(r'write_figures\(\s*"([^"]+)"', script.read_text()))
+    return found
+
+
 def test_every_script_that_writes_figures_has_its_markers_in_the_docs():
     text = report.DOC.read_text(encoding="utf-8")
-    for name in ("run.py", "mlx_floor.py", "runtime_memory.py", "many_shards.py",
-                 "formats.py", "hooked_load"):
+    writers = _writers()
+    assert {"run.py", "mlx_floor.py", "runtime_memory.py", "many_shards.py", "formats.py",
+            "hooked_load"} <= writers
+    for name in writers:
         report.replace_block(text, name, "x")
+
+
+def test_every_figures_block_in_the_docs_is_written_by_a_script():
+    """Figures are regenerated, never edited by hand: a marked block no script writes would
+    be hand-kept numbers dressed as a script's output."""
+    text = report.DOC.read_text(encoding="utf-8")
+    marked = set(re.findall(r"<!-- figures: (.+?) \(begin\) -->", text))
+    assert marked == _writers()
