@@ -60,11 +60,25 @@ def _ints(info) -> np.ndarray:
     return read_raw(info).view(dtype)
 
 
+def _scale(w: IntWeight) -> np.ndarray:
+    """The stored scale as float32, flat; non-finite values refused (``decode_scale``)."""
+    return decode_scale(read_raw(w.scale), w.scale_codec, file=w.scale.file,
+                        tensor=w.scale.name)
+
+
+def _col_group(w: IntWeight) -> np.ndarray:
+    """Each input column's scale group: ``g_idx`` (refused outside the groups), or
+    ``i // group``."""
+    if w.g_idx is not None:
+        col_group = _ints(w.g_idx).astype(np.intp)
+        validate_g_idx(w, col_group)
+        return col_group
+    return np.minimum(np.arange(w.shape[-1]) // w.group, w.geometry.scale_shape[-1] - 1)
+
+
 def load_side(w: IntWeight) -> IntSide:
-    scale_info = w.scale
-    scale = decode_scale(read_raw(scale_info), w.scale_codec, file=scale_info.file,
-                         tensor=scale_info.name)
-    out, cols = w.shape[-2], w.shape[-1]
+    scale = _scale(w)
+    out = w.shape[-2]
     groups = w.geometry.scale_shape[-1]
     lead = int(np.prod(w.shape[:-2], dtype=np.int64))
     if w.layout in ("gptq", "awq"):
@@ -87,22 +101,17 @@ def load_side(w: IntWeight) -> IntSide:
         zero = _ints(w.zero).astype(np.int32).reshape(-1, groups)
         if w.layout != "int8":
             zero = zero + half
-    if w.g_idx is not None:
-        col_group = _ints(w.g_idx).astype(np.intp)
-        validate_g_idx(w, col_group)
-    else:
-        col_group = np.minimum(np.arange(cols) // w.group, groups - 1)
-    return IntSide(scale, zero, col_group)
+    return IntSide(scale, zero, _col_group(w))
 
 
 def check_side(w: IntWeight) -> None:
     """What ``load_side`` can refuse, without building the side: the scale decodes to finite
     values and ``g_idx`` stays within the scale's groups. The zero points' shapes were checked
     when the weight was classified, and every bit pattern of a packed zero point is a code,
-    so they are not unpacked here: this runs on every weight before anything is written."""
-    decode_scale(read_raw(w.scale), w.scale_codec, file=w.scale.file, tensor=w.scale.name)
-    if w.g_idx is not None:
-        validate_g_idx(w, _ints(w.g_idx))
+    so they are not unpacked here: this runs on every weight before anything is written.
+    The same two steps ``load_side`` takes, so the two cannot drift apart."""
+    _scale(w)
+    _col_group(w)
 
 
 def codes_rows(w: IntWeight, raw_rows: np.ndarray) -> np.ndarray:
