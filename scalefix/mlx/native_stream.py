@@ -8,7 +8,7 @@ makes ``rewrite --to mlx`` run at the speed of the disk.
   numpy's speed: a banded transpose, AWQ's nibbles paired while still in words);
 - scales and biases are computed from the small side tensors, once per module
   (``native_forms.affine_side`` / ``mxfp8_scales``), MXFP4's E8M0 and NVFP4's E4M3 bytes
-  copied, NVFP4's global scale converted (``native_forms.nvfp4_global_scales``);
+  copied, NVFP4's global scale converted (``native_plan.mlx_global_scale``, as at load time);
 - anything else (older per-word 3/5/6-bit packing, ``--bf16-biases``, which reports an SQNR)
   builds the module's whole ``NativeForm`` once (``native_plan.build``) and copies its parts.
 
@@ -56,12 +56,6 @@ def _positive_e4m3(raw: np.ndarray, out: np.ndarray) -> None:
         raise ScalefixError("an NVFP4 block scale is negative or NaN: its exactness in MLX's "
                             "nvfp4 was not proven (nothing written)")
     np.copyto(out, raw)
-
-
-def _nvfp4_global(qw) -> np.ndarray:
-    from .native_forms import nvfp4_global_scales
-    from .native_plan import global_values
-    return nvfp4_global_scales(global_values(qw), qw.global_op)[0]
 
 
 _LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
@@ -154,7 +148,8 @@ class NativeModules:
                 return list(copy_jobs(qw.weight))
             if part == "scales":
                 return list(copy_jobs(qw.scale, _positive_e4m3))
-            side = self._side.setdefault(qw.name, _Once(lambda: _nvfp4_global(qw)))
+            from .native_plan import mlx_global_scale
+            side = self._side.setdefault(qw.name, _Once(lambda: mlx_global_scale(qw)))
             return [_computed(out_len, side, _as_bytes)]
         if form.mode == "mxfp4":
             return list(copy_jobs(qw.weight if part == "weight" else qw.scale))
