@@ -44,6 +44,18 @@ def test_passes_independent_torch_conversion(tmp_path):
     assert report["bit_exact"] == report["compared"] == len(fx.quantized) + len(fx.plain)
 
 
+def test_a_bit_exact_conversion_says_its_sqnr_is_only_the_rounding(tmp_path):
+    """All bit-exact: the lowest SQNR against the float32 values is the BF16 rounding itself,
+    and the line says so instead of quoting the pass bar as if the result were borderline."""
+    fx = VARIANTS["dsv3"](tmp_path / "src")
+    torch_bf16_upload(fx, tmp_path / "dst")
+    proc = verify(fx.path, tmp_path / "dst")
+    line = next(x for x in proc.stdout.splitlines() if "lowest SQNR" in x)
+    assert proc.returncode == 0
+    assert line.endswith("bit-exact: that is only the one rounding to the output dtype"), line
+    assert "pass needs" not in line
+
+
 def test_fails_on_conversion_without_scales(tmp_path):
     build_demo_checkpoint(tmp_path / "fp8")
     convert_without_scales(tmp_path / "fp8", tmp_path / "naive")
